@@ -1,0 +1,7 @@
+"""Run the Seamline CLI: python -m lifecycle."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

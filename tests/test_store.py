@@ -1,0 +1,167 @@
+"""The store keeps artifacts whole, refuses orphans, migrates idempotently and chains its audit log."""
+
+import threading
+
+import duckdb
+import pytest
+
+from conftest import T0, make_entry, make_model, make_report, make_run, make_snapshot
+from lifecycle.models import Decision, Escalation, EscalationType, Release, Role, Verdict
+from lifecycle.policy import default_policy
+from lifecycle.store import MissingParent, NotFound, StaleVersion, Store
+
+
+def test_migrations_are_recorded_and_idempotent_on_reopen(tmp_path):
+    path = tmp_path / "s.duckdb"
+    first = Store(path)
+    applied = first.migrations()
+    first.close()
+
+    again = Store(path)
+
+    assert applied == [1, 2, 3, 4]
+    assert again.migrate() == []
+    assert again.migrations() == applied
+
+
+def test_artifact_round_trips_through_the_store(store):
+    store.put_model(make_model())
+    snap = make_snapshot()
+
+    store.put_artifact(snap, "d@x.test")
+
+    assert store.artifact(snap.digest) == snap
+    assert store.artifact(snap.digest[:12]) == snap
+
+
+def test_missing_parent_is_refused_and_nothing_is_written(store):
+    store.put_model(make_model())
+    snap = make_snapshot()
+    run = make_run(snap)
+    before = store.counts()
+
+    with pytest.raises(MissingParent, match="training_run.snapshot"):
+        store.put_artifact(run, "a@x.test")
+
+    assert store.counts() == before
+
+
+def test_a_batch_lands_whole_or_not_at_all(store):
+    store.put_model(make_model())
+    snap = make_snapshot()
+    run = make_run(snap)
+    orphan = make_run(make_snapshot(name="other"), seed=9)
+    before = store.counts()
+
+    with pytest.raises(MissingParent):
+        store.put_artifacts([snap, run, orphan], "a@x.test")
+
+    assert store.counts() == before
+    assert not store.has(snap.digest)
+
+
+def test_parents_earlier_in_the_batch_count(store):
+    store.put_model(make_model())
+    snap = make_snapshot()
+    run = make_run(snap)
+
+    store.put_artifacts([snap, run], "a@x.test")
+
+    assert store.children(snap.digest) == [(run.digest, "snapshot")]
+
+
+def test_unknown_digest_is_not_found(store):
+    with pytest.raises(NotFound):
+        store.artifact("0" * 64)
+
+
+def test_models_policies_releases_decisions_escalations_round_trip(store):
+    model = make_model()
+    store.put_model(model)
+    policy = default_policy("fraud", "r@x.test", T0)
+    store.put_policy(policy, "r@x.test")
+    snap = make_snapshot()
+    run = make_run(snap)
+    entry = make_entry(run, None, 1)
+    store.put_artifacts([snap, run, entry], "a@x.test")
+    release = Release(id="r1", model="fraud", title="t", candidate=entry.digest, baseline=None, rollout_note=None,
+                      policy_version=1, created_by="r@x.test", created_at=T0)
+    decision = Decision(release="r1", gate="signoff_product", user="r@x.test", role=Role.PRODUCT,
+                        verdict=Verdict.APPROVE, at=T0, covered={"candidate": entry.digest})
+    case = Escalation(case_id="E1", at=T0, model="fraud", segment="all", type=EscalationType.COMPLAINT, score=0.9,
+                      decision="declined", severity="high", text="<b>hi</b>")
+
+    store.create_release(release, "r@x.test")
+    stored = store.record_decision(decision, "r@x.test")
+    store.put_escalations([case], "n@x.test")
+
+    assert store.model("fraud") == model
+    assert store.policy("fraud") == policy
+    assert store.release("r1") == release
+    assert store.decisions(release="r1") == [stored]
+    assert store.escalations("fraud") == [case]
+    assert store.roles_of("a@x.test") == {"fraud": {Role.MODEL}}
+
+
+def test_release_update_with_an_old_version_is_refused(store, chain):
+    release = chain["release"]
+    store.update_release(release, 0, "x", "release.touch", {}, T0)
+
+    with pytest.raises(StaleVersion, match="changed meanwhile"):
+        store.update_release(release, 0, "y", "release.touch", {}, T0)
+
+
+def test_audit_chain_verifies_after_writes(store, chain):
+    ok, reason = store.verify_audit()
+
+    assert ok, reason
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    ("UPDATE audit SET actor = 'mallory' WHERE seq = 3", "entry 3"),
+    ("DELETE FROM audit WHERE seq = 2", "entry 2 is missing"),
+    ("UPDATE audit SET detail = '{}' WHERE seq = 1", "entry 1"),
+    ("INSERT INTO audit SELECT seq + 1000, logged_at, actor, action, subject, detail, prev_hash, hash FROM audit "
+     "WHERE seq = 1", "is missing"),
+])
+def test_audit_verification_finds_an_altered_inserted_or_deleted_entry(chain, store, tamper, expected):
+    path = store.path
+    store.close()
+    con = duckdb.connect(path)
+    con.execute(tamper)
+    con.close()
+
+    reopened = Store(path)
+    ok, reason = reopened.verify_audit()
+
+    assert not ok
+    assert expected in reason
+
+
+def test_truncating_the_tail_of_the_audit_log_is_detected(chain, store):
+    path = store.path
+    store.close()
+    con = duckdb.connect(path)
+    con.execute("DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)")
+    con.close()
+
+    ok, reason = Store(path).verify_audit()
+
+    assert not ok and "removed" in reason
+
+
+def test_concurrent_writers_lose_nothing_and_keep_the_chain(store, chain):
+    def write(i):
+        for j in range(25):
+            store.audit(f"user{i}", "note", f"subject-{i}-{j}", {"j": j})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    before = store.counts()["audit"]
+
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert store.counts()["audit"] == before + 200
+    assert store.verify_audit()[0]
