@@ -17,6 +17,8 @@ PAGES = {
     "Release": [
         st.Page("pages/registry.py", title="Registry", icon=":material/inventory_2:", url_path="registry"),
         st.Page("pages/release.py", title="Release review", icon=":material/fact_check:", url_path="release"),
+        st.Page("pages/rollout_note.py", title="Rollout note", icon=":material/edit_note:", url_path="rollout-note"),
+        st.Page("pages/policy.py", title="Release policy", icon=":material/policy:", url_path="policy"),
         st.Page("pages/ingest.py", title="Ingest artifacts", icon=":material/upload_file:", url_path="ingest"),
         st.Page("pages/audit.py", title="Audit log", icon=":material/link:", url_path="audit"),
     ],
@@ -25,6 +27,7 @@ PAGES = {
         st.Page("pages/escalations.py", title="Escalations", icon=":material/flag:", url_path="escalations"),
         st.Page("pages/backlog.py", title="Backlog", icon=":material/autorenew:", url_path="backlog"),
     ],
+    "Admin": [st.Page("pages/admin.py", title="API tokens", icon=":material/key:", url_path="admin")],
 }
 
 st.set_page_config(page_title="Seamline", page_icon=":material/linear_scale:", layout="wide")

@@ -11,7 +11,7 @@ import streamlit as st
 from lifecycle.demo import build_demo
 from lifecycle.identity import User, demo_users, user_for
 from lifecycle.models import CheckResult, Model, short
-from lifecycle.store import Store, db_path
+from lifecycle.store import Store, db_path, shared_store
 
 _OK, _BAD, _WAIT = ":green[:material/check_circle:]", ":red[:material/cancel:]", ":orange[:material/hourglass_top:]"
 ICONS = {"pass": _OK, "fail": _BAD, "warn": ":orange[:material/warning:]", "inconclusive": ":gray[:material/help:]",
@@ -23,18 +23,13 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")
 
 
 @st.cache_resource(show_spinner=False)
-def _open_store(path: str) -> Store:
-    return Store(path)
-
-
-@st.cache_resource(show_spinner=False)
 def _build_lock(path: str) -> threading.Lock:
     return threading.Lock()
 
 
 def store() -> Store:
     """Return the process-wide store over SEAMLINE_DB (a cursor per call inside)."""
-    return _open_store(db_path())
+    return shared_store(db_path())
 
 
 def now() -> datetime:
@@ -93,11 +88,21 @@ def current_user() -> User:
     if not users:
         st.error("The team directory is empty: nobody to act as.")
         st.stop()
+    emails = list(users)
+    remembered = st.session_state.get("_demo_email")
     with st.sidebar:
-        email = st.selectbox("Demo identity", list(users), key="demo_user",
+        email = st.selectbox("Demo identity", emails, key="demo_user",
+                             index=emails.index(remembered) if remembered in emails else 0,
+                             on_change=_remember_identity,
                              format_func=lambda e: f"{users[e].name} — {_all_roles(users[e])}")
+    st.session_state["_demo_email"] = email
+    with st.sidebar:
         st.caption(":material/science: **Demo identity** — no sign-in is configured; pick who you act as.")
     return users[email]
+
+
+def _remember_identity() -> None:
+    st.session_state["_demo_email"] = st.session_state["demo_user"]
 
 
 def _all_roles(user: User) -> str:
@@ -108,12 +113,17 @@ def _all_roles(user: User) -> str:
 def select_model() -> Model:
     """Show the model selector every page respects and return the chosen model."""
     models = {m.id: m for m in store().models()}
-    if "model" not in st.session_state:
-        wanted = st.query_params.get("model")
-        st.session_state["model"] = wanted if wanted in models else next(iter(models))
+    ids = list(models)
+    remembered = st.session_state.get("_model_id", st.query_params.get("model"))
     with st.sidebar:
-        model_id = st.selectbox("Model", list(models), key="model", format_func=lambda m: models[m].name)
+        model_id = st.selectbox("Model", ids, key="model", index=ids.index(remembered) if remembered in ids else 0,
+                                on_change=_remember_model, format_func=lambda m: models[m].name)
+    st.session_state["_model_id"] = model_id
     return models[model_id]
+
+
+def _remember_model() -> None:
+    st.session_state["_model_id"] = st.session_state["model"]
 
 
 def user() -> User:

@@ -12,6 +12,10 @@ generates the data, then times one task:
 * loop: a plain pandas groupby + scikit-learn loop computing the same point metrics
   (ROC AUC, PR AUC, log loss, Brier, precision, recall) per segment and model.
 
+"wall s" is elapsed time, "CPU s" the process's user+system CPU time over all its threads (the engine
+runs the two models on two threads), "load" the 1-minute load average when the task started: on a shared
+machine a wall time well above the CPU time means the process was waiting for a core.
+
 Memory is measured two ways and both are printed: "peak RSS" is the process's resident-set high-water
 mark (getrusage ru_maxrss, which includes the generated data and the interpreter), and "+RSS" is the
 peak increase of resident memory during the timed call over the RSS just before it, sampled every 5 ms
@@ -148,7 +152,9 @@ def run_task(rows: int, task: str, bootstrap: int) -> dict:
              settings=settings.model_copy(update={"bootstrap": 10}), candidate_threshold=0.3,
              baseline_threshold=0.3, reference=reference.head(500), features=["amount", "tenure_days", "device"])
     detail = ""
+    load_before = os.getloadavg()[0]
     with _RssSampler() as rss:
+        cpu_start = time.process_time()
         start = time.perf_counter()
         if task == "report":
             result = evaluate(frame, label="label", candidate="candidate", baseline="baseline",
@@ -165,7 +171,9 @@ def run_task(rows: int, task: str, bootstrap: int) -> dict:
         else:
             detail = f"{_pandas_loop(frame, 0.3)} segment-model pairs"
         elapsed = time.perf_counter() - start
-    return {"rows": rows, "task": task, "seconds": elapsed, "rss_delta_mb": (rss.peak - rss.before) / 2**20,
+        cpu = time.process_time() - cpu_start
+    return {"rows": rows, "task": task, "seconds": elapsed, "cpu_seconds": cpu, "load": load_before,
+            "rss_delta_mb": (rss.peak - rss.before) / 2**20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "detail": detail}
 
 
@@ -182,7 +190,8 @@ def main() -> None:
         return
     labels = {"points": "point metrics (engine)", "loop": "point metrics (pandas+sklearn loop)",
               "report": f"full report ({args.bootstrap} resamples)"}
-    print(f"{'rows':>11} {'measurement':<38} {'seconds':>8} {'+RSS MB':>8} {'peak RSS MB':>12}  detail")
+    print(f"{'rows':>11} {'measurement':<38} {'wall s':>7} {'CPU s':>7} {'load':>5} {'+RSS MB':>8} "
+          f"{'peak RSS MB':>12}  detail")
     for rows in args.rows:
         for task in args.tasks:
             proc = subprocess.run([sys.executable, __file__, "--worker", "--rows", str(rows), "--tasks", task,
@@ -191,8 +200,8 @@ def main() -> None:
                 print(f"{rows:>11,} {labels[task]:<38} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             m = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{rows:>11,} {labels[task]:<38} {m['seconds']:>8.2f} {m['rss_delta_mb']:>8.0f} "
-                  f"{m['peak_rss_mb']:>12.0f}  {m['detail']}", flush=True)
+            print(f"{rows:>11,} {labels[task]:<38} {m['seconds']:>7.2f} {m['cpu_seconds']:>7.2f} {m['load']:>5.1f} "
+                  f"{m['rss_delta_mb']:>8.0f} {m['peak_rss_mb']:>12.0f}  {m['detail']}", flush=True)
 
 
 if __name__ == "__main__":

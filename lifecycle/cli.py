@@ -24,8 +24,9 @@ def _open(args) -> Store:
         return Store(path)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            raise CliError(f"{path} is locked by a running Seamline server; stop it or send the data to "
-                           "its ingestion API instead") from None
+            raise CliError(f"{path} is locked by a running Seamline server; send the data to its API instead: "
+                           "`python -m lifecycle ingest FILE --server http://127.0.0.1:8501` with the token in "
+                           "SEAMLINE_TOKEN (create one on the API tokens page), or stop the server") from None
         raise CliError(str(exc).splitlines()[0]) from None
 
 
@@ -48,8 +49,11 @@ def cmd_ingest(args) -> int:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     fmt = "json" if path.suffix == ".json" else "yaml" if path.suffix in (".yaml", ".yml") else None
-    store = _open(args)
-    digests = ingest(store, path.read_bytes(), actor=args.actor, fmt=fmt)
+    if getattr(args, "server", None):
+        digests = _send_artifacts(args.server, path.read_bytes(), fmt)
+    else:
+        store = _open(args)
+        digests = ingest(store, path.read_bytes(), actor=args.actor, fmt=fmt)
     for d in digests:
         print(d)
     return 0
@@ -84,6 +88,139 @@ def cmd_release_status(args) -> int:
     return 0 if rv.verdict == "go" else 1
 
 
+def cmd_snapshot_create(args) -> int:
+    """Check a data file against its YAML manifest and store the snapshot, all or nothing."""
+    from .datasets import create_snapshot_from_file
+    from .snapshots import MANIFEST_MAX_BYTES
+
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise CliError(f"--manifest: {manifest}: no such file")
+    if manifest.stat().st_size > MANIFEST_MAX_BYTES:
+        raise CliError(f"--manifest: {manifest} is larger than {MANIFEST_MAX_BYTES:,} bytes")
+    if not Path(args.data).exists():
+        raise CliError(f"--data: {args.data}: no such file")
+    store = _open(args)
+    created = create_snapshot_from_file(store, Path(args.data), manifest.read_bytes(), datetime.now(timezone.utc),
+                                        actor=args.actor)
+    print(created.digest)
+    print(created.line)
+    for check in created.checks:
+        print(f"  {check.status.value:12} {check.name}: {check.reason}")
+    return 0
+
+
+def cmd_snapshot_verify(args) -> int:
+    """Re-hash a snapshot's data files; exit 0 when they match, 1 when one changed or is missing."""
+    from .datasets import reverify
+    from .models import CheckStatus
+
+    result = reverify(_open(args), args.digest)
+    print(result.reason)
+    return 0 if result.status == CheckStatus.PASS else 1
+
+
+def cmd_escalations_ingest(args) -> int:
+    """Validate and store escalations from a CSV or JSON file (all or nothing), then evaluate the trigger rules."""
+    from .escalations import ingest_escalations
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    fmt = "csv" if path.suffix.lower() == ".csv" else "json" if path.suffix.lower() == ".json" else None
+    outcome = ingest_escalations(_open(args), path.read_bytes(), args.actor, datetime.now(timezone.utc), fmt=fmt)
+    print(outcome.message)
+    for evaluation in outcome.evaluations:
+        for change in evaluation.changes:
+            print(f"  {change.action:9} backlog/{change.item.id} {change.item.type.value}: {change.item.title}")
+    return 0
+
+
+def cmd_triggers_evaluate(args) -> int:
+    """Evaluate a model's trigger rules now; print every verdict and the backlog items opened or updated."""
+    from .feedback import evaluate_triggers
+
+    store = _open(args)
+    store.model(args.model)
+    evaluation = evaluate_triggers(store, args.model, datetime.now(timezone.utc), args.actor)
+    for v in evaluation.verdicts:
+        print(f"  {'fires' if v.fired else v.status.value:12} {v.rule.id}: {v.reason}")
+    for change in evaluation.changes:
+        print(f"  {change.action:9} backlog/{change.item.id} {change.item.type.value}: {change.item.title}")
+    print(evaluation.message)
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Run a training job from a YAML or JSON spec and record the run; a refused spec records nothing."""
+    from .training import parse_spec, run_spec
+
+    path = Path(args.spec)
+    if not path.is_file():
+        raise CliError(f"--spec: {path}: no such file")
+    spec = parse_spec(path.read_bytes(), "json" if path.suffix == ".json" else "yaml")
+    store = _open(args)
+    run = run_spec(store, spec, now=datetime.now(timezone.utc),
+                   progress=lambda f, t: print(f"[{f:4.0%}] {t}", file=sys.stderr, flush=True))
+    print(json.dumps({"run": run.digest, "model_artifact": run.model_artifact.model_dump(),
+                      "validation_metrics": run.validation_metrics, "duration_s": run.duration_s}, indent=2))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    """Re-run a recorded run's spec on its snapshot and record the check; exit 0 when reproduced, 1 when not."""
+    from .runs import check_reproducibility
+
+    store = _open(args)
+    result = check_reproducibility(store, store.artifact(args.run).digest, args.actor, datetime.now(timezone.utc),
+                                   progress=lambda f, t: print(f"[{f:4.0%}] {t}", file=sys.stderr, flush=True))
+    print(f"{result.status.value}: {result.reason}")
+    return 0 if result.status.value == "pass" else 1
+
+
+def cmd_signals_ingest(args) -> int:
+    """Ingest a prediction log, delayed labels or pre-aggregated windows for a release; stop rules act on it."""
+    from .monitoring import ingest_file
+
+    store = _open(args)
+    result = ingest_file(store, args.release, args.file, window_minutes=args.window_minutes, labels=args.labels,
+                         actor=args.actor, now=datetime.now(timezone.utc))
+    print(f"{result.release}: {result.message}")
+    if result.batch:
+        print(result.batch)
+    return 0
+
+
+def _send_artifacts(server: str, data: bytes, fmt: str | None) -> list[str]:
+    """Parse a file as strictly as a local ingest, then POST it to a running server's API; return the digests."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from .ingest import parse_document
+
+    token = os.environ.get("SEAMLINE_TOKEN", "").strip()
+    if not token:
+        raise CliError("--server needs a token: set SEAMLINE_TOKEN (a Platform owner creates one on the API tokens "
+                       "page)")
+    body = json.dumps(parse_document(data, fmt)).encode("utf-8")
+    url = server.rstrip("/") + "/api/v1/artifacts"
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - a URL the user gave
+            return json.loads(response.read())["digests"]
+    except urllib.error.HTTPError as exc:
+        try:
+            problems = json.loads(exc.read())["errors"]
+            detail = "; ".join(f"{p['path']}: {p['message']}" if p["path"] else p["message"] for p in problems)
+        except (ValueError, KeyError, TypeError):
+            detail = exc.reason
+        raise CliError(f"{url} refused the submission ({exc.code}): {detail}") from None
+    except urllib.error.URLError as exc:
+        raise CliError(f"cannot reach {url}: {exc.reason}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m lifecycle", description="Seamline: the ML release desk.")
@@ -109,6 +246,54 @@ def build_parser() -> argparse.ArgumentParser:
     s = rsub.add_parser("status", help="gate checklist; exit 0 when the next step may go, 1 when not")
     s.add_argument("release")
     s.set_defaults(func=cmd_release_status)
+    snap_parser = sub.add_parser("snapshot", help="dataset snapshot commands")
+    snap_sub = snap_parser.add_subparsers(dest="snapshot_command", required=True)
+    snap_create = snap_sub.add_parser("create", help="check a data file against its YAML manifest and store the "
+                                      "snapshot (all or nothing)")
+    snap_create.add_argument("--data", required=True,
+                             help="Parquet or CSV file; copied under the store's data root unless already there")
+    snap_create.add_argument("--manifest", required=True, help="YAML manifest: model, name, created_by, sources, "
+                             "label, point_in_time, features, key_columns")
+    snap_create.add_argument("--actor", help="who is ingesting (default: the manifest's created_by)")
+    snap_create.set_defaults(func=cmd_snapshot_create)
+    snap_verify = snap_sub.add_parser("verify", help="re-hash a snapshot's data files; exit 1 when one changed")
+    snap_verify.add_argument("digest")
+    snap_verify.set_defaults(func=cmd_snapshot_verify)
+    esc_parser = sub.add_parser("escalations", help="escalation commands")
+    esc_sub = esc_parser.add_subparsers(dest="escalations_command", required=True)
+    esc_ingest = esc_sub.add_parser("ingest", help="validate and store escalations from a CSV or JSON file (all or "
+                                    "nothing), then evaluate the trigger rules")
+    esc_ingest.add_argument("file")
+    esc_ingest.add_argument("--actor", default="cli", help="who is ingesting (recorded in the audit log)")
+    esc_ingest.set_defaults(func=cmd_escalations_ingest)
+    trig_parser = sub.add_parser("triggers", help="trigger rule commands")
+    trig_sub = trig_parser.add_subparsers(dest="triggers_command", required=True)
+    trig_eval = trig_sub.add_parser("evaluate", help="evaluate a model's trigger rules and open or update backlog "
+                                    "items")
+    trig_eval.add_argument("model")
+    trig_eval.add_argument("--actor", default="cli", help="who evaluates (recorded in the audit log)")
+    trig_eval.set_defaults(func=cmd_triggers_evaluate)
+    train_parser = sub.add_parser("train", help="run a training job from a spec file and record the run")
+    train_parser.add_argument("--spec", required=True, help="YAML or JSON training spec: model, snapshot, features, "
+                              "encoder, estimator {name, class, params}, split, seed, metrics, created_by")
+    train_parser.set_defaults(func=cmd_train)
+    repro_parser = sub.add_parser("reproduce", help="re-run a run's recorded spec; exit 1 when not reproduced")
+    repro_parser.add_argument("run", help="run digest or a unique prefix of 8+ characters")
+    repro_parser.add_argument("--actor", default="cli", help="who checks (recorded in the audit log)")
+    repro_parser.set_defaults(func=cmd_reproduce)
+    sig_parser = sub.add_parser("signals", help="live signal commands")
+    sig_sub = sig_parser.add_subparsers(dest="signals_command", required=True)
+    sig_ingest = sig_sub.add_parser("ingest", help="ingest a prediction log (.parquet/.csv), delayed labels "
+                                    "(--labels) or pre-aggregated windows (.json/.yaml); the stop rules act on it")
+    sig_ingest.add_argument("file")
+    sig_ingest.add_argument("--release", required=True, help="the release whose traffic the file describes")
+    sig_ingest.add_argument("--window-minutes", type=int, default=60, help="window size for a prediction log")
+    sig_ingest.add_argument("--labels", action="store_true", help="the file holds delayed labels: request_id, label")
+    sig_ingest.add_argument("--actor", default="cli", help="who is ingesting (recorded in the audit log)")
+    sig_ingest.set_defaults(func=cmd_signals_ingest)
+    sub.choices["ingest"].add_argument("--server", help="send to a running Seamline server's API (e.g. "
+                                       "http://127.0.0.1:8501) with the token in SEAMLINE_TOKEN; the actor "
+                                       "recorded is the token's name")
     return parser
 
 

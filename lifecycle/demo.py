@@ -15,13 +15,13 @@ from .feedback import evaluate_triggers
 from .identity import user_for
 from .models import (
     BlastRadius, Column, DataContract, DatasetSnapshot, Escalation, EscalationType, EvaluationReport,
-    EvaluationSettings, FallbackPath, Model, MonitoringSignals, NumericRange, Person, RegistryEntry,
+    EvaluationSettings, FallbackPath, Model, NumericRange, Person, RegistryEntry,
     RegressionCase, Release, ReleaseState, Role, RolloutNote, Stage, StageCondition, StopRule, SuccessMetric,
     TrainingRun, Verdict,
 )
 from .policy import default_policy
 from .releases import decide, decide_artifact, transition
-from .signals import aggregate_windows, windows_to_models
+from .monitoring import ingest_prediction_log
 from .snapshots import build_snapshot
 from .store import Store
 from .training import Step, TrainingSpec, train
@@ -395,20 +395,19 @@ def build_demo(store: Store, data_dir: Path | None = None, seed: int = DEMO_SEED
     live_start = _at(6)
     transition(store, priya, crel.id, ReleaseState.SHADOW, live_start, "approved; shadow for 48 h")
     log = _churn_prediction_log(rng, live_start, ce, cfeats, cmodel_c, cmodel_b, cthr_c, cthr_b)
-    _store_signals(store, "churn", crel.id, centry_c.digest, log[log["stage"] == "shadow"],
+    _store_signals(store, crel.id, log[log["stage"] == "shadow"],
                    live_start + timedelta(hours=48), priya.email)
     transition(store, priya, crel.id, ReleaseState.CANARY, live_start + timedelta(hours=48, minutes=1),
                "shadow held its stop rules for 48 h")
     say(0.84, "ingesting canary windows every 6 hours; the system evaluates the stop rules each time")
-    from .rollout import enforce_stop_rules
     canary = log[log["stage"] == "canary"]
     batch_start = live_start + timedelta(hours=48)
     while batch_start < live_start + timedelta(hours=120):
         batch_end = batch_start + timedelta(hours=6)
         lo, hi = pd.Timestamp(batch_start.replace(tzinfo=None)), pd.Timestamp(batch_end.replace(tzinfo=None))
         part = canary[(canary["timestamp"] >= lo) & (canary["timestamp"] < hi)]
-        _store_signals(store, "churn", crel.id, centry_c.digest, part, batch_end, priya.email)
-        if enforce_stop_rules(store, crel.id, batch_end):
+        # The live path's ingestion aggregates the windows and enforces the stop rules, as in production.
+        if _store_signals(store, crel.id, part, batch_end, priya.email):
             break  # halted: the router stopped sending canary traffic
         batch_start = batch_end
     out.update(churn_release=crel.id)
@@ -417,6 +416,7 @@ def build_demo(store: Store, data_dir: Path | None = None, seed: int = DEMO_SEED
     cases = _escalations(rng, "card-fraud", entry_b.digest)
     store.put_escalations(cases, p["ana"].email, _at(1))
     evaluate_triggers(store, "card-fraud", NOW, actor="seamline-demo")
+    evaluate_triggers(store, "churn", NOW, actor="seamline-demo")  # the halted canary's EU fallbacks -> Platform
     say(1.0, "demo ready")
     return out
 
@@ -451,17 +451,9 @@ def _churn_prediction_log(rng: np.random.Generator, start: datetime, frame: pd.D
     })
 
 
-def _store_signals(store: Store, model: str, release: str, entry: str, log: pd.DataFrame, at: datetime,
-                   actor: str) -> str:
-    cur = store.cursor()
-    try:
-        frame = aggregate_windows(cur, log, window_minutes=60, release=release)
-    finally:
-        cur.close()
-    windows = windows_to_models(frame)
-    batch = MonitoringSignals(model=model, created_by=actor, created_at=at, release=release, entry=entry,
-                              windows=windows)
-    return store.put_artifact(batch, actor, at)
+def _store_signals(store: Store, release: str, log: pd.DataFrame, at: datetime, actor: str) -> list[str]:
+    """Ingest a slice of the prediction log through the live path; return the stop rules that tripped."""
+    return ingest_prediction_log(store, release, log, window_minutes=60, actor=actor, now=at).tripped
 
 
 ESCALATION_TEXTS = {

@@ -1,36 +1,41 @@
 """Evaluate a candidate against a baseline by segment: metrics, paired bootstrap intervals, calibration, shift, gate.
 
-How it stays fast (docs: STACK.md, "Fast evaluation"):
+How it stays fast (STACK.md, "Fast evaluation"); the figures are in bench/bench_evaluation.py.
 
-* Point metrics. Each model's scores are sorted once. Every *layer* of disjoint segments (all rows; the
-  values of one segment column; the cross of the columns; one named slice) is then put in (segment, score)
-  order by a stable radix sort of its small integer codes, so every metric is a function of weighted
-  label counts per group of equal scores: ROC AUC from cumulative negatives read at the groups (ties count
-  one half), average precision from cumulative counts at each distinct score, log loss / Brier / ECE /
-  threshold counts from per-group sums. Results equal scikit-learn's to floating-point rounding.
+* Point metrics. Additive quantities (rows, positives, log loss, Brier, calibration-bin sums, counts at
+  the threshold) are summed per cell of the finest partition (the cross of all segment columns) with one
+  bincount per quantity, then added up per segment: no sorting. Each model's scores are sorted once
+  (a packed-key sort); every *layer* of disjoint segments (all rows; one segment column; the cross of the
+  columns; one named slice) is then put in (segment, score) order by a stable radix sort of its small
+  segment codes. ROC AUC and average precision need cumulative label counts read only at the positives:
+  for a positive in a group of equal scores, the negatives below it (ties count one half) and the
+  precision over all rows scoring at least as much. Results equal scikit-learn's to rounding.
 
-* Paired bootstrap. Rows are aggregated into *cells* per segment: (segment, candidate score group,
-  baseline score group, label). A Poisson(1) weight per row summed over a cell is Poisson(cell count), so
-  a replicate draws one count per cell (the same draw feeds both models: the bootstrap is paired) and
-  recomputes every metric of every segment from cumulative sums over the score groups. A replicate's cost
-  grows with the number of cells, never with the number of rows. When a segment has at most
-  ``FINE_GROUPS`` distinct scores per model, or the whole evaluation set is small, a score group is one
-  distinct score and the bootstrap is the exact Poisson bootstrap. Otherwise score groups are equal-count
-  rank groups within the segment (refined so no group straddles a calibration bin edge or the decision
-  threshold), coarsened until the cells fit ``CELL_BUDGET``; additive metrics (log loss, Brier, ECE,
-  threshold counts) still use each cell's exact sums, and ROC AUC / PR AUC replicates are computed on the
-  grouped scores and re-centred on the exact point estimate (percentile interval of ``delta* - delta_grouped
-  + delta_exact``). With a weight column each cell carries its rows' mean weight. Cell counts below
-  ``EXACT_POISSON_BELOW`` are drawn exactly by table inversion; larger ones by a skew-corrected normal
-  approximation. ``settings_used`` states which resolution a report used.
+* Paired bootstrap. Rows are aggregated into *cells*: (segment, candidate score group, baseline score
+  group, label). Poisson(1) row weights summed over a cell are Poisson(cell count), so a replicate draws
+  one count per cell; the same draw feeds both models, so the bootstrap is paired. Every metric of every
+  segment is then recomputed for a block of replicates at once from sparse products (cell counts ->
+  per-segment label histograms over the score groups, and per-segment sums of each cell's mean log loss,
+  squared error and calibration gap per bin) and cumulative sums over the groups. A replicate costs
+  O(cells), never O(rows). When the rows summed over segments are at most ``EXACT_BOOTSTRAP_ROWS``, a
+  score group is one distinct score and the bootstrap is the exact Poisson bootstrap. Otherwise score
+  groups are ``FINE_GROUPS`` rank groups per segment and model (half holding equal numbers of rows, half
+  equal numbers of positives; one per distinct score in a segment with at most that many), split where
+  the decision threshold falls (threshold counts stay exact), and coarsened until the cells fit
+  ``CELL_BUDGET``. Log loss, Brier and ECE then use each cell's mean per row, and ROC AUC / PR AUC
+  replicates are computed on the grouped scores; every interval is the percentile interval of
+  ``replicate - grouped estimate + exact estimate``, i.e. re-centred on the exact point estimate. With a
+  weight column a cell carries its rows' mean weight. Cell counts below ``EXACT_POISSON_BELOW`` are drawn
+  exactly (table inversion); larger ones by a Cornish-Fisher normal approximation with the Poisson's
+  mean, variance and skewness. ``settings_used`` states the resolution a report used.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -60,10 +65,9 @@ METRIC_LABELS = {
     "roc_auc": "AUC", "pr_auc": "PR AUC", "log_loss": "log loss", "brier": "Brier score", "ece": "ECE",
     "precision": "precision", "recall": "recall", "fpr": "FPR", "positive_rate": "positive rate",
 }
-MODELS = ("candidate", "baseline")
-
 FINE_GROUPS = 64  # score groups per segment and model before coarsening
 CELL_BUDGET = 60_000  # bootstrap cells over all segments; a replicate costs O(cells)
+EXACT_BOOTSTRAP_ROWS = CELL_BUDGET  # up to this many rows (summed over segments) every distinct score is a group
 EXACT_POISSON_BELOW = 128  # cell counts below this are drawn by exact table inversion
 _CHUNK_ELEMENTS = 4_000_000  # cells x replicates held in memory at once
 _EPS = float(np.finfo(np.float64).eps)  # scikit-learn 1.9 clips probabilities to [eps, 1 - eps] for log loss
@@ -109,6 +113,11 @@ def _num(x: float | None) -> str:
     return f"{x:.3f}"
 
 
+def _name(text: str) -> str:
+    """Fit a segment or check name into the models' 200-character names."""
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def _rows(k: int, n: int) -> str:
     return f"{_count(k)} of {_count(n)} row{'s' if n != 1 else ''}"
 
@@ -145,9 +154,7 @@ def _check_columns(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> None:
 def _label_array(frame: pd.DataFrame, label: str) -> np.ndarray:
     series = frame[label]
     n = len(series)
-    if pd.api.types.is_bool_dtype(series.dtype) and not series.isna().any():
-        return series.to_numpy(dtype=np.int8)
-    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+    if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
         raise EvaluationInputError(
             f"column {label!r}: labels must be 0 or 1, found {series.dtype} values "
             f"({_rows(n, n)} affected, e.g. {_examples(series.to_numpy())})"
@@ -236,7 +243,7 @@ def _score_order(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n < 200_000:
         order = np.argsort(s, kind="quicksort")
         return order, s[order]
-    # np.sort on packed uint64 keys is ~8x faster than argsort on this machine: the high bits of the
+    # np.sort on packed uint64 keys is several times faster than argsort here: the high bits of the
     # score's IEEE pattern (monotone for non-negative floats) above the row index. Scores that agree on
     # the kept bits but differ below them are put right afterwards, so the order stays exact.
     bits = max(1, int(n - 1).bit_length())
@@ -349,7 +356,6 @@ def _mass_boundaries(starts: np.ndarray | None, mass: np.ndarray | None, seg_sta
     positions before q (None: the row count q); starts None means every position starts a tie group.
     A tie group is never split.
     """
-    n_seg = seg_start.size
     a = (seg_start if mass is None else mass[seg_start]).astype(np.float64)
     total = (seg_end if mass is None else mass[seg_end]) - a
     targets = a[:, None] + total[:, None] * (np.arange(1, levels) / levels)[None, :]
@@ -363,6 +369,27 @@ def _mass_boundaries(starts: np.ndarray | None, mass: np.ndarray | None, seg_sta
         inner = np.where(idx < starts.size, starts[np.minimum(idx, starts.size - 1)], seg_end[:, None])
     inner = np.clip(inner, seg_start[:, None], seg_end[:, None])
     return np.concatenate([seg_start[:, None], inner, seg_end[:, None]], axis=1)
+
+
+def _rank_pass_untied(y: np.ndarray, seg_start: np.ndarray, seg_end: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The no-ties, no-weights case of _rank_pass, on arrays as long as the positives only.
+
+    The j-th positive (layer order) has exactly j positives before it, so the negatives before it are
+    its position minus j, and the rows at or above it in its segment are the segment end minus its position.
+    """
+    n_seg = seg_start.size
+    at = np.flatnonzero(y)
+    last = np.searchsorted(at, seg_end)  # positives before each segment's end
+    per_seg = np.diff(last, prepend=0)
+    seg = np.repeat(np.arange(n_seg), per_seg)
+    j = np.arange(at.size)
+    neg_before = (at - j).astype(np.float64)
+    # negatives before each segment's start: its start minus the positives before it
+    neg_at_start = (seg_start - (last - per_seg)).astype(np.float64)
+    auc_num = np.bincount(seg, weights=neg_before, minlength=n_seg) - per_seg * neg_at_start
+    tp_ge = (last[seg] - j).astype(np.float64)
+    ap_sum = np.bincount(seg, weights=tp_ge / (seg_end[seg] - at), minlength=n_seg)
+    return auc_num, ap_sum, {}
 
 
 def _rank_pass(y: np.ndarray, w: np.ndarray | None, sizes: np.ndarray, starts: np.ndarray | None,
@@ -384,7 +411,15 @@ def _rank_pass(y: np.ndarray, w: np.ndarray | None, sizes: np.ndarray, starts: n
     seg_start = seg_end - sizes
     extra: dict[str, Any] = {}
     if n == 0:
+        if detail is not None:
+            quantile = np.zeros((n_seg, detail["bins"], 6))
+            quantile[:, :, 4:] = np.nan
+            extra = {"quantile": quantile}
+            if detail["groups"]:
+                extra.update(fid=np.zeros(0, dtype=np.int32), table=np.full((n_seg, 1, 2), -1, dtype=np.int64))
         return np.zeros(n_seg), np.zeros(n_seg), extra
+    if w is None and starts is None and detail is None:
+        return _rank_pass_untied(y, seg_start, seg_end)
     # Cumulative sums with a leading zero: c[q] is the total over positions < q. Without weights the
     # total count before q is q itself and positive counts fit int32.
     if w is None:
@@ -442,10 +477,12 @@ def _rank_pass(y: np.ndarray, w: np.ndarray | None, sizes: np.ndarray, starts: n
         low, high,
     ], axis=-1).astype(np.float64)
     extra["quantile"] = quantile
-    del cws, cpos, call
+    del cws, call
+    if not detail["groups"]:
+        return auc_num, ap_sum, extra
 
-    # Bootstrap score groups: tie groups where a segment has few, else FINE_GROUPS equal-count rank
-    # groups; always split where the threshold falls, so that threshold counts stay exact.
+    # Bootstrap score groups: tie groups where a segment has few, else FINE_GROUPS rank groups; always
+    # split where the threshold falls, so that threshold counts stay exact.
     ties = sizes if starts is None else np.searchsorted(starts, seg_end) - np.searchsorted(starts, seg_start)
     rank_mark = np.zeros(n, dtype=bool)
     rank_mark[seg_start[sizes > 0]] = True
@@ -463,8 +500,13 @@ def _rank_pass(y: np.ndarray, w: np.ndarray | None, sizes: np.ndarray, starts: n
             else:
                 rank_mark[starts[np.repeat(few, ties)]] = True
         many = np.flatnonzero(~few & (sizes > 0))
-        rpos = _mass_boundaries(starts, None, seg_start[many], seg_end[many], FINE_GROUPS)[:, 1:-1].ravel()
-        rank_mark[rpos[rpos < n]] = True
+        # Half the boundaries split the rows evenly, half split the positives evenly: positives crowd the
+        # high scores, where average precision varies most (equal-row groups alone left PR AUC intervals
+        # ~5% too narrow against the exact bootstrap).
+        for mass in (None, cpos):
+            rpos = _mass_boundaries(starts, mass, seg_start[many], seg_end[many], FINE_GROUPS // 2)[:, 1:-1].ravel()
+            rank_mark[rpos[rpos < n]] = True
+    del cpos
     mark = rank_mark.copy()
     cut = first_at_or_above[first_at_or_above < seg_end]
     mark[cut] = True
@@ -607,7 +649,8 @@ def _build_layers(frame: pd.DataFrame, segments: list[str], slices: dict[str, st
         per_column.append((codes, names))
         li = len(layers)
         layers.append(_Layer(kind="column", n_seg=len(names), code=_small_codes(codes, len(names)), offset=len(segs)))
-        segs += [_Segment(name=f"{column}={v}", keys={column: v}, layer=li, code=k) for k, v in enumerate(names)]
+        segs += [_Segment(name=_name(f"{column}={v}"), keys={column: v}, layer=li, code=k)
+                 for k, v in enumerate(names)]
     if not segments:
         partition = _Partition(cell=None, n_cells=1)
         layers[0].cell_map = np.zeros(1, dtype=np.intp)
@@ -644,7 +687,8 @@ def _build_layers(frame: pd.DataFrame, segments: list[str], slices: dict[str, st
             layers[1 + j].cell_map = column_codes[j]
         for k in range(n_cells):
             keys = {c: per_column[j][1][column_codes[j][k]] for j, c in enumerate(segments)}
-            segs.append(_Segment(name=" / ".join(f"{c}={v}" for c, v in keys.items()), keys=keys, layer=li, code=k))
+            segs.append(_Segment(name=_name(" / ".join(f"{c}={v}" for c, v in keys.items())), keys=keys, layer=li,
+                                 code=k))
     slice_index: dict[str, int] = {}
     named = {e.strip() for e in slices.values()}
     expressions = [(f"slice: {name}", expr, True) for name, expr in slices.items()]
@@ -660,7 +704,7 @@ def _build_layers(frame: pd.DataFrame, segments: list[str], slices: dict[str, st
         li = len(layers)
         layers.append(_Layer(kind="slice", n_seg=1, mask=mask, offset=len(segs)))
         slice_index.setdefault(key, len(segs))
-        segs.append(_Segment(name=name, keys={}, layer=li, code=0, shown=shown))
+        segs.append(_Segment(name=_name(name), keys={}, layer=li, code=0, shown=shown))
     return layers, segs, slice_index, partition
 
 
@@ -688,18 +732,14 @@ class _Cells:
 class _RowValues:
     """Per-row quantities whose cell sums the bootstrap needs (already multiplied by the weight)."""
 
-    additive: np.ndarray  # (5, rows): weight, loss_c, loss_b, brier_c, brier_b
+    additive: list[np.ndarray | None]  # weight (None: all ones), loss_c, loss_b, brier_c, brier_b
     gap: tuple[np.ndarray, np.ndarray]  # weighted (score - label) per model
     ece_bin: tuple[np.ndarray, np.ndarray]  # calibration bin per model
 
 
 def _row_values(data: _Data, views: list[_View]) -> _RowValues:
-    additive = np.empty((5, data.n))
-    additive[0] = 1.0 if data.weight is None else data.weight
-    for k, view in enumerate(views):
-        additive[1 + k] = view.terms.loss
-        additive[3 + k] = view.terms.brier
-    return _RowValues(additive=additive, gap=(views[0].terms.gap, views[1].terms.gap),
+    c, b = views[0].terms, views[1].terms
+    return _RowValues(additive=[data.weight, c.loss, b.loss, c.brier, b.brier], gap=(c.gap, b.gap),
                       ece_bin=(views[0].terms.ece_bin, views[1].terms.ece_bin))
 
 
@@ -724,23 +764,14 @@ def _layer_cells(layer: _Layer, groups: tuple[_Groups, _Groups], data: _Data, va
     key += fb
     key *= 2
     key += y
-    space = layer.n_seg * Fc * Fb * 2
-    if space <= (1 << 23):
-        count = np.bincount(key, minlength=space)
-        present = np.flatnonzero(count)
-        count = count[present]
-        lookup = np.zeros(space, dtype=np.int64)
-        lookup[present] = np.arange(present.size)
-        inverse = lookup[key]
-        del lookup
-    else:
-        present, inverse = np.unique(key, return_inverse=True)
-        count = np.bincount(inverse)
+    # A dense count over the key space is one linear pass; a sort is cheaper when that space dwarfs the rows.
+    present, inverse = _distinct(key, layer.n_seg * Fc * Fb * 2)
+    count = np.bincount(inverse, minlength=present.size)
     del key
     A = present.size
     sums = np.empty((A, 5 + 2 * bins))
-    for j, v in enumerate(pick(values.additive)):
-        sums[:, j] = np.bincount(inverse, weights=v, minlength=A)
+    for j, v in enumerate(values.additive):
+        sums[:, j] = count if v is None else np.bincount(inverse, weights=pick(v), minlength=A)
     for k in range(2):
         # Calibration bins are not group boundaries: a cell keeps its signed gap per bin instead.
         idx = inverse * bins + pick(values.ece_bin[k])
@@ -755,7 +786,8 @@ def _layer_cells(layer: _Layer, groups: tuple[_Groups, _Groups], data: _Data, va
 def _coarsen_tables(table: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge rank groups down to `groups` per segment; return the old->new id map and the new table."""
     valid = table[:, :, 0] >= 0
-    rank = np.where(valid, table[:, :, 1], 0) * groups // FINE_GROUPS
+    fine = np.where(valid, table[:, :, 1], 0)
+    rank = fine * groups // FINE_GROUPS
     comb = np.where(valid, table[:, :, 0] * (groups + 1) + rank, np.iinfo(np.int64).max)
     change = np.ones_like(valid)
     change[:, 1:] = comb[:, 1:] != comb[:, :-1]
@@ -763,15 +795,30 @@ def _coarsen_tables(table: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndar
     width = int(np.where(valid, new_id, -1).max()) + 1
     new_table = np.full((table.shape[0], max(width, 1), 2), -1, dtype=np.int64)
     s, f = np.nonzero(valid & change)
-    new_table[s, new_id[s, f]] = np.stack([table[s, f, 0], rank[s, f]], axis=-1)
+    new_table[s, new_id[s, f]] = np.stack([table[s, f, 0], fine[s, f]], axis=-1)
     return new_id, new_table
 
 
-def _merge_cells(seg, fc, fb, y, count, sums, n_seg, Fc, Fb):
+def _distinct(key: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sorted distinct keys and each key's index among them (a dense count when the space is small)."""
+    if space <= min(1 << 23, 4 * key.size + 100_000):
+        present = np.flatnonzero(np.bincount(key, minlength=space))
+        lookup = np.zeros(space, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        return present, lookup[key]
+    return np.unique(key, return_inverse=True)
+
+
+def _merge_cells(seg: np.ndarray, fc: np.ndarray, fb: np.ndarray, y: np.ndarray, count: np.ndarray,
+                 sums: np.ndarray, Fc: int, Fb: int) -> tuple[np.ndarray, ...]:
+    """Add up cells that share (segment, candidate group, baseline group, label) after regrouping."""
+    from scipy import sparse
+
     key = ((seg * Fc + fc) * Fb + fb) * 2 + y
-    present, inverse = np.unique(key, return_inverse=True)
-    new_count = np.bincount(inverse, weights=count).astype(np.int64)
-    new_sums = np.stack([np.bincount(inverse, weights=sums[:, k]) for k in range(sums.shape[1])], axis=-1)
+    present, inverse = _distinct(key, int(seg.max(initial=0) + 1) * Fc * Fb * 2)
+    merge = sparse.csr_matrix((np.ones(key.size), (inverse, np.arange(key.size))), shape=(present.size, key.size))
+    new_count = np.rint(merge @ count.astype(np.float64)).astype(np.int64)
+    new_sums = merge @ sums
     rest, cy = np.divmod(present, 2)
     rest, cb = np.divmod(rest, Fb)
     cseg, cc = np.divmod(rest, Fc)
@@ -797,20 +844,20 @@ def _assemble_cells(parts: list[tuple[np.ndarray, ...]], exact: bool, n_seg: int
     sums = np.concatenate([p[5] for p in parts])
     tables = [_pad([p[6] for p in parts]), _pad([p[7] for p in parts])]
     groups = 0 if exact else FINE_GROUPS
-    if not exact:
-        # Coarsen every segment's rank groups until the cells fit the budget; re-aggregating cells is
-        # cheap (no pass over rows) because a coarse group is a union of fine groups.
-        for target in (48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1):
-            if count.size <= CELL_BUDGET:
-                break
+    if not exact and count.size > CELL_BUDGET:
+        # Use the finest resolution whose cells fit the budget. Every try starts from the fine cells and
+        # only counts (a coarse group is a union of fine groups, so no pass over rows is needed); the sums
+        # are merged once, for the resolution chosen.
+        for target in (56, 48, 40, 32, 28, 24, 20, 16, 12, 8, 6, 4, 2, 1):
             id_c, tab_c = _coarsen_tables(tables[0], target)
             id_b, tab_b = _coarsen_tables(tables[1], target)
-            new = _merge_cells(seg, id_c[seg, fc], id_b[seg, fb], y, count, sums, n_seg,
-                               tab_c.shape[1], tab_b.shape[1])
-            seg, fc, fb, y, count, sums = new
-            tables = [tab_c, tab_b]
-            groups = target
-        # A segment with few distinct scores keeps one group per score: exact for that segment.
+            Fc, Fb = tab_c.shape[1], tab_b.shape[1]
+            key = ((seg * Fc + id_c[seg, fc]) * Fb + id_b[seg, fb]) * 2 + y
+            if _distinct(key, n_seg * Fc * Fb * 2)[0].size <= CELL_BUDGET or target == 1:
+                break
+        seg, fc, fb, y, count, sums = _merge_cells(seg, id_c[seg, fc], id_b[seg, fb], y, count, sums, Fc, Fb)
+        tables = [tab_c, tab_b]
+        groups = target
     return _Cells(seg=seg, fc=fc, fb=fb, y=y, count=count, sums=sums, tables=tables, exact=exact, groups=groups)
 
 
@@ -898,34 +945,42 @@ class _PoissonSampler:
 
 
 def _metrics_from_hist(hist: np.ndarray, thr: np.ndarray, add: np.ndarray, bins: int) -> np.ndarray:
-    """Compute METRICS for (segments, groups, 2, reps) label histograms; returns (segments, 9, reps)."""
-    neg = hist[:, :, 0, :]
-    pos = hist[:, :, 1, :]
+    """Compute METRICS from (segments, 2 labels, groups, reps) histograms; returns (segments, 9, reps)."""
+    neg = hist[:, 0]
+    pos = hist[:, 1]
     cneg = np.cumsum(neg, axis=1)
     cpos = np.cumsum(pos, axis=1)
     P = cpos[:, -1, :]
     N = cneg[:, -1, :]
-    neg_before = cneg - neg
     W = P + N
     out = np.empty((hist.shape[0], len(METRICS), hist.shape[3]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 0] = (pos * (neg_before + 0.5 * neg)).sum(axis=1) / (P * N)
-        tp_ge = P[:, None, :] - (cpos - pos)
-        denominator = tp_ge + N[:, None, :] - neg_before
-        ratio = np.divide(tp_ge, denominator, out=np.zeros_like(tp_ge), where=pos > 0)
-        out[:, 1] = (pos * ratio).sum(axis=1) / P
-        out[:, 2] = add[:, 0] / W
-        out[:, 3] = add[:, 1] / W
-        out[:, 4] = np.abs(add[:, 2:2 + bins]).sum(axis=1) / W
-        last = np.clip(thr - 1, 0, hist.shape[1] - 1)[:, None, None]
-        below_p = np.where((thr > 0)[:, None], np.take_along_axis(cpos, last, axis=1)[:, 0], 0.0)
-        below_n = np.where((thr > 0)[:, None], np.take_along_axis(cneg, last, axis=1)[:, 0], 0.0)
-        tp = P - below_p
-        fp = N - below_n
+        # Threshold counts: everything from the segment's first group at or above the threshold.
+        last = np.clip(thr - 1, 0, hist.shape[2] - 1)[:, None, None]
+        some_below = (thr > 0)[:, None]
+        tp = P - np.where(some_below, np.take_along_axis(cpos, last, axis=1)[:, 0], 0.0)
+        fp = N - np.where(some_below, np.take_along_axis(cneg, last, axis=1)[:, 0], 0.0)
         out[:, 5] = tp / (tp + fp)
         out[:, 6] = tp / P
         out[:, 7] = fp / N
         out[:, 8] = (tp + fp) / W
+        out[:, 2] = add[:, 0] / W
+        out[:, 3] = add[:, 1] / W
+        out[:, 4] = np.abs(add[:, 2:2 + bins]).sum(axis=1) / W
+        # ROC AUC: each positive counts the negatives below its group plus half of those tied with it.
+        below = cneg - 0.5 * neg
+        out[:, 0] = np.einsum("sfr,sfr->sr", pos, below) / (P * N)
+        del below
+        # Average precision: precision at each group (rows at or above it), weighted by its positives.
+        tp_ge = P[:, None, :] - cpos
+        tp_ge += pos
+        all_ge = cneg  # reused in place: W - cpos - cneg + pos + neg
+        all_ge += cpos
+        np.subtract(W[:, None, :], all_ge, out=all_ge)
+        all_ge += neg
+        all_ge += pos
+        np.divide(tp_ge, all_ge, out=tp_ge, where=all_ge > 0)
+        out[:, 1] = np.einsum("sfr,sfr->sr", pos, tp_ge) / P
     return out
 
 
@@ -947,8 +1002,8 @@ def _bootstrap(cells: _Cells, n_seg: int, bins: int, reps: int, seed: int,
     # One sparse product per model turns cell counts into label histograms over each segment's score
     # groups (a cell contributes its count times its mean weight); both read the same counts: paired.
     hist_maps = [
-        sparse.csr_matrix((mean[:, 0].astype(np.float32), ((seg * F + f) * 2 + y, np.arange(A))),
-                          shape=(n_seg * F * 2, A))
+        sparse.csr_matrix((mean[:, 0].astype(np.float32), ((seg * 2 + y) * F + f, np.arange(A))),
+                          shape=(n_seg * 2 * F, A))
         for f in (fc, fb)
     ]
     # Per-cell means of the additive quantities (log loss, Brier, signed calibration gap per bin, for
@@ -975,7 +1030,7 @@ def _bootstrap(cells: _Cells, n_seg: int, bins: int, reps: int, seed: int,
         # float32 products (counts are exact below 2**24), float64 from here on
         add = (add_map @ W).astype(np.float64).reshape(n_seg, 2 * width, R)
         for k in range(2):
-            hist = (hist_maps[k] @ W).astype(np.float64).reshape(n_seg, F, 2, R)
+            hist = (hist_maps[k] @ W).astype(np.float64).reshape(n_seg, 2, F, R)
             out[k] = _metrics_from_hist(hist, thr[k], add[:, k * width:(k + 1) * width], bins)
         return out
 
@@ -1089,9 +1144,9 @@ class _View:
 
 
 def _view(data: _Data, k: int, partition: _Partition, threshold: float, bins: int, yf: np.ndarray,
-          cell_base: np.ndarray | None, keep_terms: bool) -> _View:
+          cell_base: np.ndarray | None, keep_terms: bool, sorted_scores: Future | None = None) -> _View:
     s = data.scores[k]
-    order, ss = _score_order(s)
+    order, ss = _score_order(s) if sorted_scores is None else sorted_scores.result()
     ties = bool(ss.size > 1 and not np.all(ss[1:] != ss[:-1]))
     terms = _row_terms(s, data.y, yf, data.weight, bins)
     cells = _cell_sums(s, data.y, data.weight, terms, cell_base, partition.n_cells, bins, threshold)
@@ -1121,8 +1176,8 @@ def _layer_pass(layer: _Layer, view: _View, data: _Data, k: int, threshold: floa
             in_order = layer.code[view.order]
             # A stable argsort of 8/16-bit codes is a radix sort: linear, and keeps the score order per segment.
             gpos = np.argsort(in_order, kind="stable")
-            sizes = np.bincount(in_order, minlength=layer.n_seg)
             del in_order
+            sizes = np.rint(sums[:, :, :, _COUNT].sum(axis=(1, 2))).astype(np.int64)
     y = view.y if gpos is None else view.y[gpos]
     w = None if view.w is None else (view.w if gpos is None else view.w[gpos])
     seg_end = np.cumsum(sizes)
@@ -1146,8 +1201,8 @@ def _layer_pass(layer: _Layer, view: _View, data: _Data, k: int, threshold: floa
         if gpos is None:
             first_at_or_above = np.clip(np.full(sizes.size, t_at), seg_start, seg_end)
         else:
-            first_at_or_above = np.array([a + int(np.searchsorted(gpos[a:b], t_at)) for a, b in zip(seg_start, seg_end)],
-                                         dtype=np.int64)
+            first_at_or_above = np.array(
+                [a + int(np.searchsorted(gpos[a:b], t_at)) for a, b in zip(seg_start, seg_end)], dtype=np.int64)
 
     def scores(q: np.ndarray | None) -> np.ndarray:
         if q is None:
@@ -1156,48 +1211,58 @@ def _layer_pass(layer: _Layer, view: _View, data: _Data, k: int, threshold: floa
 
     auc_num, ap_sum, extra = _rank_pass(y, w, sizes, starts, scores, first_at_or_above, detail)
     ps = _Pass(sums=sums, auc_num=auc_num, ap_sum=ap_sum, quantile=extra.get("quantile"))
-    if detail is None:
+    if "fid" not in extra:
         return ps, None
     fid = np.zeros(data.n, dtype=np.int32)
     fid[view.order if gpos is None else view.order[gpos]] = extra["fid"]
     return ps, _Groups(fid=fid, table=extra["table"])
 
 
-def _collect_metrics(layers: list[_Layer], segs: list[_Segment], partition: _Partition, data: _Data,
-                     thresholds: tuple[float, float], bins: int, cells_wanted: bool, exact: bool,
+def _collect_metrics(pool: ThreadPoolExecutor, sorted_scores: list[Future], layers: list[_Layer],
+                     partition: _Partition, data: _Data, thresholds: tuple[float, float], bins: int,
+                     calibration: bool, cells_wanted: bool, exact: bool,
                      progress: Callable[[float, str], None] | None, span: tuple[float, float]
                      ) -> tuple[list[tuple[ModelMetrics, ModelMetrics]], list[tuple[_Pass, _Pass]],
                                 list[tuple[np.ndarray, ...]]]:
-    """Run both models over every layer; return metrics per segment, the passes and the bootstrap cells."""
-    detail = {"bins": bins, "exact": exact} if cells_wanted else None
+    """Run both models over every layer; return metrics per segment, the passes and the bootstrap cells.
+
+    The two models are independent until their groups meet in the bootstrap cells, so they run on the
+    pool's two threads (sorting, gathers and cumulative sums release the GIL); sorted_scores are the
+    futures of each model's score order, started while the layers were being built. calibration adds
+    equal-mass reliability bins; cells_wanted adds the bootstrap cells.
+    """
+    detail = {"bins": bins, "exact": exact, "groups": cells_wanted} if calibration or cells_wanted else None
     metrics: list[tuple[ModelMetrics, ModelMetrics]] = []
     passes: list[tuple[_Pass, _Pass]] = []
     cells = []
-    # The two models are independent until their groups meet in the bootstrap cells: run them on the two
-    # cores (sorting, gathers and cumulative sums release the GIL).
     yf = data.y.astype(np.float64)
     cell_base = None if partition.cell is None else partition.cell.astype(np.int64) * (2 * bins)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        views = list(pool.map(lambda k: _view(data, k, partition, thresholds[k], bins, yf, cell_base, cells_wanted),
-                              range(2)))
-        del yf, cell_base
-        values = _row_values(data, views) if cells_wanted else None
-        for v in views:
-            v.terms = None
-        for li, layer in enumerate(layers):
-            pair = list(pool.map(lambda k: _layer_pass(layer, views[k], data, k, thresholds[k], bins, detail),
-                                 range(2)))
-            if cells_wanted:
-                cells.append(_layer_cells(layer, (pair[0][1], pair[1][1]), data, values, bins))
-            c, b = pair[0][0], pair[1][0]
-            for code in range(layer.n_seg):
-                metrics.append((_metrics_from_sums(c.sums[code], c.auc_num[code], c.ap_sum[code]),
-                                _metrics_from_sums(b.sums[code], b.auc_num[code], b.ap_sum[code])))
-            passes.append((c, b))
-            del pair
-            if progress is not None:
-                progress(span[0] + (span[1] - span[0]) * (li + 1) / len(layers),
-                         f"metrics: layer {li + 1}/{len(layers)}")
+    views = list(pool.map(lambda k: _view(data, k, partition, thresholds[k], bins, yf, cell_base, cells_wanted,
+                                          sorted_scores[k]), range(2)))
+    del yf, cell_base
+    values = _row_values(data, views) if cells_wanted else None
+    for v in views:
+        v.terms = None
+
+    def submit(layer: _Layer) -> list:
+        return [pool.submit(_layer_pass, layer, views[k], data, k, thresholds[k], bins, detail) for k in range(2)]
+
+    # Pipeline: the next layer's passes run on the pool while this layer's cells are counted here.
+    pending = submit(layers[0]) if layers else []
+    for li, layer in enumerate(layers):
+        pair = [f.result() for f in pending]
+        pending = submit(layers[li + 1]) if li + 1 < len(layers) else []
+        if cells_wanted:
+            cells.append(_layer_cells(layer, (pair[0][1], pair[1][1]), data, values, bins))
+        c, b = pair[0][0], pair[1][0]
+        for code in range(layer.n_seg):
+            metrics.append((_metrics_from_sums(c.sums[code], c.auc_num[code], c.ap_sum[code]),
+                            _metrics_from_sums(b.sums[code], b.auc_num[code], b.ap_sum[code])))
+        passes.append((c, b))
+        del pair
+        if progress is not None:
+            progress(span[0] + (span[1] - span[0]) * (li + 1) / len(layers),
+                     f"metrics: layer {li + 1}/{len(layers)}")
     return metrics, passes, cells
 
 
@@ -1206,9 +1271,13 @@ def measure_segments(frame: pd.DataFrame, *, label: str, candidate: str, baselin
                      slices: dict[str, str] | None = None, weight: str | None = None) -> list[SegmentMetrics]:
     """Compute both models' point metrics overall and per segment and slice (no intervals)."""
     data = _checked(frame, label=label, candidate=candidate, baseline=baseline, segments=segments, weight=weight)
-    layers, segs, _, partition = _build_layers(frame, segments, slices or {}, [])
-    metrics, _, _ = _collect_metrics(layers, segs, partition, data, (candidate_threshold, baseline_threshold), bins,
-                                     cells_wanted=False, exact=False, progress=None, span=(0, 1))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Sort both models' scores while the segment columns are factorised here.
+        sorted_scores = [pool.submit(_score_order, s) for s in data.scores]
+        layers, segs, _, partition = _build_layers(frame, segments, slices or {}, [])
+        metrics, _, _ = _collect_metrics(pool, sorted_scores, layers, partition, data,
+                                         (candidate_threshold, baseline_threshold), bins, calibration=False,
+                                         cells_wanted=False, exact=False, progress=None, span=(0, 1))
     return [SegmentMetrics(segment=s.name, keys=s.keys, candidate=m[0], baseline=m[1])
             for s, m in zip(segs, metrics)]
 
@@ -1248,13 +1317,15 @@ def _judge(metric: str, iv: Interval, bound: float) -> CheckStatus:
     return CheckStatus.INCONCLUSIVE
 
 
-def _describe(name: str, metric: str, nums: _SegmentNumbers, confidence: float) -> str:
+def _describe(name: str, metric: str, nums: _SegmentNumbers, confidence: float, resampled: bool = True) -> str:
     cand, base = (_metric_value(m, metric) for m in nums.metrics)
     label = METRIC_LABELS[metric]
     text = f"{name}: {label} {_num(base)} -> {_num(cand)}"
     iv = nums.deltas.get(metric)
-    if iv is not None:
+    if iv is not None and resampled:
         text += f", delta {iv.estimate:+.3f}, {confidence:.0%} CI [{iv.low:+.3f}, {iv.high:+.3f}]"
+    elif iv is not None:
+        text += f", delta {iv.estimate:+.3f} (no interval: the bootstrap is off, the point decides)"
     return text + f", n = {_count(nums.metrics[0].n)}"
 
 
@@ -1262,7 +1333,7 @@ def _segment_verdict(seg: _Segment, nums: _SegmentNumbers, settings: EvaluationS
                      ) -> tuple[CheckStatus, str, bool]:
     """Return (status, reason, counted by the gate) for one segment."""
     metric = settings.gated_metric
-    text = _describe(seg.name, metric, nums, settings.confidence)
+    text = _describe(seg.name, metric, nums, settings.confidence, settings.bootstrap > 0)
     rule = _rule(metric, settings.max_segment_drop)
     n = nums.metrics[0].n
     if n < settings.min_segment_size:
@@ -1327,7 +1398,7 @@ def _gate(results: list[tuple[_Segment, _SegmentNumbers, CheckStatus, str, bool]
         sign = 1 if HIGHER_IS_BETTER[metric] else -1
         worst = min(counted, key=lambda r: sign * r[1].deltas[metric].low if sign > 0 else -r[1].deltas[metric].high)
         reason = (f"All {len(counted)} segments{size_note} pass '{rule}'; closest to the bound: "
-                  f"{_describe(worst[0].name, metric, worst[1], settings.confidence)}")
+                  f"{_describe(worst[0].name, metric, worst[1], settings.confidence, settings.bootstrap > 0)}")
         status = CheckStatus.PASS
     if small:
         reason += f" ({len(small)} smaller segment{'s' if len(small) != 1 else ''} not judged)"
@@ -1444,7 +1515,7 @@ def _numeric_shift(feature: str, ref: pd.Series, cur: pd.Series, settings: Evalu
     c_ok = np.sort(c[~np.isnan(c)])
     thresholds: dict[str, Scalar] = {"psi_warn": settings.psi_warn, "psi_fail": settings.psi_fail, "bins": 10}
     if r_ok.size == 0 or c_ok.size == 0:
-        return CheckResult(name=f"shift: {feature}", status=CheckStatus.INCONCLUSIVE, thresholds=thresholds,
+        return CheckResult(name=_name(f"shift: {feature}"), status=CheckStatus.INCONCLUSIVE, thresholds=thresholds,
                            reason=f"{feature}: no non-missing values in the "
                                   f"{'reference' if r_ok.size == 0 else 'evaluation'} window")
     # Ten bins (-inf, e1], (e1, e2], ..., (e9, inf) whose edges are the reference's deciles (from the
@@ -1464,7 +1535,7 @@ def _numeric_shift(feature: str, ref: pd.Series, cur: pd.Series, settings: Evalu
     evidence = {"psi": psi, "ks": ks, "p_value": p, "bin_edges": edges.tolist(),
                 "reference_share": r_bins.tolist(), "current_share": c_bins.tolist(),
                 "reference_rows": int(r.size), "current_rows": int(c.size)}
-    return CheckResult(name=f"shift: {feature}", status=status, evidence=evidence, thresholds=thresholds,
+    return CheckResult(name=_name(f"shift: {feature}"), status=status, evidence=evidence, thresholds=thresholds,
                        reason=f"{feature}: {text}; KS {ks:.3f} ({p_text})")
 
 
@@ -1481,7 +1552,7 @@ def _categorical_shift(feature: str, ref: pd.Series, cur: pd.Series, settings: E
     c_share = c_counts.reindex(categories, fill_value=0).to_numpy(dtype=np.float64) / max(len(cur), 1)
     thresholds: dict[str, Scalar] = {"psi_warn": settings.psi_warn, "psi_fail": settings.psi_fail}
     if len(ref) == 0 or len(cur) == 0:
-        return CheckResult(name=f"shift: {feature}", status=CheckStatus.INCONCLUSIVE, thresholds=thresholds,
+        return CheckResult(name=_name(f"shift: {feature}"), status=CheckStatus.INCONCLUSIVE, thresholds=thresholds,
                            reason=f"{feature}: a window has no rows")
     psi = _psi(r_share, c_share)
     js = _jensen_shannon(r_share, c_share)
@@ -1489,7 +1560,7 @@ def _categorical_shift(feature: str, ref: pd.Series, cur: pd.Series, settings: E
     evidence = {"psi": psi, "js": js, "categories": categories[:100],
                 "reference_share": r_share[:100].tolist(), "current_share": c_share[:100].tolist(),
                 "reference_rows": len(ref), "current_rows": len(cur)}
-    return CheckResult(name=f"shift: {feature}", status=status, evidence=evidence, thresholds=thresholds,
+    return CheckResult(name=_name(f"shift: {feature}"), status=status, evidence=evidence, thresholds=thresholds,
                        reason=f"{feature}: {text}; Jensen-Shannon distance {js:.3f}")
 
 
@@ -1521,10 +1592,10 @@ def check_shift(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
 def _resolution(cells: _Cells) -> str:
     if cells.exact:
         return "exact: one group per distinct score"
+    kind = "rank groups per segment and model, half with equal rows and half with equal positives"
     if cells.groups == FINE_GROUPS:
-        return (f"{FINE_GROUPS} equal-count rank groups per segment and model (one per distinct score where a "
-                f"segment has at most {FINE_GROUPS})")
-    return f"{cells.groups} equal-count rank groups per segment and model (coarsened to fit {CELL_BUDGET} cells)"
+        return f"{FINE_GROUPS} {kind} (one per distinct score where a segment has at most {FINE_GROUPS})"
+    return f"{cells.groups} {kind} (coarsened from {FINE_GROUPS} to fit {CELL_BUDGET} cells)"
 
 
 def evaluate(frame: pd.DataFrame, *, label: str, candidate: str, baseline: str, segments: list[str],
@@ -1537,9 +1608,16 @@ def evaluate(frame: pd.DataFrame, *, label: str, candidate: str, baseline: str, 
             progress(min(max(fraction, 0.0), 1.0), text)
 
     report(0.0, "validating")
+    thresholds = []
     for name, t in (("candidate_threshold", candidate_threshold), ("baseline_threshold", baseline_threshold)):
-        if not (isinstance(t, (int, float)) and 0 <= t <= 1):
-            raise EvaluationInputError(f"{name} must be in [0, 1], got {t!r}")
+        try:
+            value = float(t)  # numpy scalars from a registry entry or a quantile are fine
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0 <= value <= 1:
+            raise EvaluationInputError(f"{name} must be a number in [0, 1], got {t!r}")
+        thresholds.append(value)
+    candidate_threshold, baseline_threshold = thresholds
     data = _checked(frame, label=label, candidate=candidate, baseline=baseline, segments=segments, weight=weight)
     case_slices = [c.slice for c in settings.regression_cases]
     for name, expr in list(settings.slices.items()) + [(c.name, c.slice) for c in settings.regression_cases]:
@@ -1550,20 +1628,25 @@ def evaluate(frame: pd.DataFrame, *, label: str, candidate: str, baseline: str, 
         if unknown:
             raise EvaluationInputError(f"slice {name!r} refers to unknown column {unknown[0]!r} "
                                        f"(all {_count(data.n)} rows affected)")
-    layers, segs, slice_index, partition = _build_layers(frame, segments, settings.slices, case_slices)
     bins = settings.calibration_bins
     reps_wanted = settings.bootstrap
-    total_rows = sum(data.n if layer.mask is None else int(layer.mask.sum()) for layer in layers)
-    # Small evaluation sets get one bootstrap group per distinct score: the exact Poisson bootstrap.
-    exact = total_rows <= CELL_BUDGET
-    report(0.05, "metrics")
-    metrics, passes, cell_parts = _collect_metrics(
-        layers, segs, partition, data, (candidate_threshold, baseline_threshold), bins, cells_wanted=True,
-        exact=exact, progress=progress, span=(0.05, 0.45))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Sort both models' scores while the segment columns are factorised and the slices evaluated here.
+        sorted_scores = [pool.submit(_score_order, s) for s in data.scores]
+        layers, segs, slice_index, partition = _build_layers(frame, segments, settings.slices, case_slices)
+        total_rows = sum(data.n if layer.mask is None else int(layer.mask.sum()) for layer in layers)
+        # Small evaluation sets get one bootstrap group per distinct score: the exact Poisson bootstrap.
+        exact = total_rows <= EXACT_BOOTSTRAP_ROWS
+        report(0.05, "metrics")
+        metrics, passes, cell_parts = _collect_metrics(
+            pool, sorted_scores, layers, partition, data, (candidate_threshold, baseline_threshold), bins,
+            calibration=True, cells_wanted=reps_wanted > 0, exact=exact, progress=progress, span=(0.05, 0.45))
     replicates = None
-    cells = _assemble_cells(cell_parts, exact, len(segs))
-    del cell_parts
+    cells = None
     if reps_wanted > 0:
+        report(0.45, "bootstrap cells")
+        cells = _assemble_cells(cell_parts, exact, len(segs))
+        del cell_parts
         replicates = _bootstrap(cells, len(segs), bins, reps_wanted, seed, progress, (0.5, 0.9))
     numbers = _numbers(metrics, replicates, settings.confidence)
 
@@ -1612,8 +1695,8 @@ def evaluate(frame: pd.DataFrame, *, label: str, candidate: str, baseline: str, 
         "min_segment_size": settings.min_segment_size, "gated_metric": settings.gated_metric,
         "max_segment_drop": settings.max_segment_drop, "rows": data.n, "weight": weight,
         "bootstrap_method": "paired Poisson bootstrap over aggregated cells, percentile intervals",
-        "bootstrap_cells": int(cells.count.size),
-        "bootstrap_score_groups": _resolution(cells),
+        "bootstrap_cells": 0 if cells is None else int(cells.count.size),
+        "bootstrap_score_groups": "none: no resamples" if cells is None else _resolution(cells),
     }
     report(1.0, "done")
     overall = results[0]

@@ -153,7 +153,7 @@ def validate_artifacts(obj: Any) -> list[Artifact]:
 
 def ingest(store: Store, source: str | bytes | dict | list, actor: str, fmt: str | None = None) -> list[str]:
     """Validate and store artifacts all-or-nothing; return their digests or raise IngestError."""
-    obj = source if isinstance(source, (dict, list)) else parse_document(source, fmt)
+    obj = parse_document(source, fmt) if isinstance(source, (str, bytes)) else source  # else already parsed JSON
     artifacts = validate_artifacts(obj)
     try:
         return store.put_artifacts(artifacts, actor)

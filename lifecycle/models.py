@@ -201,6 +201,8 @@ class TrainingRun(Artifact):
     baseline_run: Digest | None = None
     duration_s: float = Field(ge=0)
     stated_limits: list[Text] = Field(default_factory=list)
+    spec: dict[str, Any] = Field(default_factory=dict, description="the training spec as run (training."
+                                 "TrainingSpec), so the run can be re-run; empty for runs ingested without one")
 
     parent_fields: ClassVar[tuple[str, ...]] = ("snapshot", "baseline_run")
     # How long a run took is a measurement of the machine, not of what was trained: kept, not hashed,
@@ -555,6 +557,102 @@ class EvaluationSettings(Frozen):
     regression_cases: list[RegressionCase] = Field(default_factory=list)
 
 
+# signal -> (family, what its value is); a rule fires when the value is >= its bound
+TRIGGER_SIGNALS: dict[str, tuple[str, str]] = {
+    "error_group_size": ("review", "cases of one error group in one segment within `days`"),
+    "error_group_growth": ("review", "cases of an error group in the last `days` minus those in the `days` before"),
+    "override_count": ("review", "manual overrides in one segment within `days`"),
+    "label_correction_count": ("review", "cases with a corrected label in one segment within `days`"),
+    "segment_psi": ("quality", "a feature's PSI, in each of the newest `windows` evaluation reports"),
+    "calibration_gap": ("quality", "|mean score - observed rate| in `windows` consecutive signal windows"),
+    "outcome_quality_drop": ("quality", "confirmed-outcome metric of the first `windows` windows minus the last"),
+    "disagreement_rate": ("quality", "disagreement with the baseline in `windows` consecutive signal windows"),
+    "fallback_rate": ("incident", "fallback rate in `windows` consecutive signal windows"),
+    "error_rate": ("incident", "error rate in `windows` consecutive signal windows"),
+    "latency_p95_ms": ("incident", "p95 latency in `windows` consecutive signal windows"),
+    "false_positive_cost": ("business", "confirmed false positives in one segment within `days` x cost_per_case"),
+    "complaint_count": ("business", "customer complaints (support load) in one segment within `days`"),
+    "regulatory_flag": ("business", "regulatory notices in one segment within `days`"),
+}
+TRIGGER_PARAMS: dict[str, dict[str, str]] = {
+    "calibration_gap": {"min_labelled": "windows with fewer confirmed outcomes are left out"},
+    "outcome_quality_drop": {"metric": "precision or recall", "min_labelled": "windows with fewer outcomes are "
+                                                                             "left out"},
+    "disagreement_rate": {"min_volume": "windows with fewer requests are left out"},
+    "fallback_rate": {"min_volume": "windows with fewer requests are left out"},
+    "error_rate": {"min_volume": "windows with fewer requests are left out"},
+    "latency_p95_ms": {"min_volume": "windows with fewer requests are left out"},
+    "false_positive_cost": {"cost_per_case": "cost of one false positive", "positive_decision": "the decision "
+                            "value that means 'flagged' (e.g. declined)"},
+}
+
+
+class TriggerRule(Frozen):
+    """A trigger rule of the policy: a signal, a bound and a window; when it fires it opens a typed backlog item."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{1,63}$")]
+    title: Name
+    type: TriggerType
+    owner_role: Role
+    signal: Name = Field(description=f"one of {', '.join(TRIGGER_SIGNALS)}")
+    bound: float = Field(ge=0, description="the rule fires when the signal's value is >= bound")
+    windows: int = Field(1, ge=1, le=1000, description="signal windows or evaluation reports the bound must hold in")
+    days: int = Field(30, ge=1, le=3650, description="look-back in days")
+    params: dict[str, Scalar] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_signal(self) -> "TriggerRule":
+        if self.signal not in TRIGGER_SIGNALS:
+            raise ValueError(f"trigger '{self.id}': unknown signal '{self.signal}'; known: "
+                             f"{', '.join(TRIGGER_SIGNALS)}")
+        unknown = sorted(set(self.params) - set(TRIGGER_PARAMS.get(self.signal, {})))
+        if unknown:
+            allowed = ", ".join(TRIGGER_PARAMS.get(self.signal, {})) or "none"
+            raise ValueError(f"trigger '{self.id}': unknown params {', '.join(unknown)} for {self.signal} "
+                             f"(allowed: {allowed})")
+        if self.params.get("metric", "precision") not in ("precision", "recall"):
+            raise ValueError(f"trigger '{self.id}': metric must be precision or recall")
+        return self
+
+    @property
+    def family(self) -> str:
+        return TRIGGER_SIGNALS[self.signal][0]
+
+
+def _rule(rule_id: str, title: str, type_: str, role: Role, signal: str, bound: float, **kw) -> TriggerRule:
+    return TriggerRule(id=rule_id, title=title, type=TriggerType(type_), owner_role=role, signal=signal,
+                       bound=bound, **kw)
+
+
+DEFAULT_TRIGGER_RULES: tuple[TriggerRule, ...] = (
+    _rule("error-group-size", "An error group of 15+ cases in 30 days", "retrain_model", Role.MODEL,
+          "error_group_size", 15, days=30),
+    _rule("error-group-growth", "An error group grew by 5+ cases week over week", "retrain_model", Role.MODEL,
+          "error_group_growth", 5, days=7),
+    _rule("outcome-quality-drop", "Confirmed-outcome precision dropped by 0.10", "retrain_model", Role.MODEL,
+          "outcome_quality_drop", 0.10, windows=6, days=30, params={"metric": "precision", "min_labelled": 30}),
+    _rule("feature-drift", "Feature PSI >= 0.25 in the newest evaluation", "refresh_dataset", Role.DATA,
+          "segment_psi", 0.25, windows=1),
+    _rule("label-corrections", "10+ label corrections in a segment in 30 days", "refresh_dataset", Role.DATA,
+          "label_correction_count", 10, days=30),
+    _rule("calibration-shift", "Calibration gap >= 0.05 in 3 consecutive windows", "update_threshold", Role.MODEL,
+          "calibration_gap", 0.05, windows=3, days=14, params={"min_labelled": 200}),
+    _rule("false-positive-cost", "Confirmed false positives cost EUR 500+ in 30 days", "update_threshold",
+          Role.PRODUCT, "false_positive_cost", 500, days=30,
+          params={"cost_per_case": 25.0, "positive_decision": "declined"}),
+    _rule("complaints", "20+ customer complaints in a segment in 30 days", "update_threshold", Role.PRODUCT,
+          "complaint_count", 20, days=30),
+    _rule("manual-overrides", "10+ manual overrides in a segment in 30 days", "revise_policy", Role.PRODUCT,
+          "override_count", 10, days=30),
+    _rule("regulatory-constraint", "A regulatory notice was recorded", "revise_policy", Role.PRODUCT,
+          "regulatory_flag", 1, days=90),
+    _rule("fallback-incidents", "Fallback rate >= 5% in 3 consecutive windows", "revise_policy", Role.PLATFORM,
+          "fallback_rate", 0.05, windows=3, days=14, params={"min_volume": 25}),
+    _rule("latency-incidents", "p95 latency >= 250 ms in 3 consecutive windows", "revise_policy", Role.PLATFORM,
+          "latency_p95_ms", 250, windows=3, days=14, params={"min_volume": 25}),
+)
+
+
 class ReleasePolicy(Frozen):
     model: Name
     version: int = Field(ge=1)
@@ -565,6 +663,8 @@ class ReleasePolicy(Frozen):
     created_by: Name
     created_at: datetime
     note: Text = ""
+    triggers: list[TriggerRule] = Field(default_factory=lambda: list(DEFAULT_TRIGGER_RULES),
+                                        description="trigger rules that turn signals into backlog items")
 
     @model_validator(mode="after")
     def _unique_gates(self) -> "ReleasePolicy":
@@ -572,6 +672,14 @@ class ReleasePolicy(Frozen):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate gate ids: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_triggers(self) -> "ReleasePolicy":
+        ids = [t.id for t in self.triggers]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate trigger ids: {', '.join(dupes)}")
         return self
 
     @property
@@ -637,6 +745,7 @@ class EscalationType(StrEnum):
     LABEL_CORRECTION = "label_correction"
     OVERRIDE = "override"
     COMPLAINT = "complaint"
+    REGULATORY = "regulatory"
 
 
 class Escalation(Mutable):
@@ -657,6 +766,7 @@ class Escalation(Mutable):
     corrected_label: int | None = Field(None, ge=0, le=1)
     triaged_by: Name | None = None
     triaged_at: datetime | None = None
+    request_id: Name | None = Field(None, description="the prediction-log request this case is about, if known")
 
 
 class BacklogStatus(StrEnum):
@@ -699,3 +809,28 @@ class AuditEvent(Frozen):
             "seq": seq, "at": at.isoformat(), "actor": actor, "action": action, "subject": subject,
             "detail": detail, "prev": prev,
         }))
+
+
+class TokenScope(StrEnum):
+    """What a pipeline's API token may submit."""
+
+    ARTIFACTS = "artifacts"
+    SIGNALS = "signals"
+    ESCALATIONS = "escalations"
+
+
+class ApiToken(Frozen):
+    """A pipeline's bearer token as stored: only the sha256 of the secret, never the secret itself."""
+
+    name: Name = Field(description="recorded as the actor in the audit log")
+    model: Name
+    scopes: list[TokenScope] = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_by: Name
+    created_at: datetime
+    revoked_by: Name | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

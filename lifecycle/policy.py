@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from .ingest import IngestError, parse_document, validation_problems
 from .models import Gate, GateKind, GateStage, ReleasePolicy, Role
-from .store import Store
+from .store import NotFound, Store
 
 DEFAULT_GATES = [
     Gate(id="lineage", title="Dataset lineage and input reproducibility confirmed", stage=GateStage.BEFORE,
@@ -61,6 +61,19 @@ def policy_yaml(policy: ReleasePolicy) -> str:
     return yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def policy_history(store: Store, model: str):
+    """Return every policy version of a model with its author, time, note and digest."""
+    import pandas as pd
+
+    rows = []
+    version = store.policy(model).version
+    for v in range(version, 0, -1):
+        p = store.policy(model, v)
+        rows.append({"version": p.version, "created_by": p.created_by, "created_at": p.created_at, "note": p.note,
+                     "gates": len(p.gates), "digest": p.digest[:10]})
+    return pd.DataFrame(rows)
+
+
 def change_policy(store: Store, user, text: str, now: datetime, note: str) -> ReleasePolicy:
     """Record a new policy version from YAML; only the model's Product or Platform owner may."""
     parsed = parse_policy(text)
@@ -70,7 +83,7 @@ def change_policy(store: Store, user, text: str, now: datetime, note: str) -> Re
         raise IngestError([("note", "say why the policy changes")])
     try:
         latest = store.policy(parsed.model).version
-    except Exception:  # noqa: BLE001 - no policy yet
+    except NotFound:
         latest = 0
     policy = parsed.model_copy(update={"version": latest + 1, "created_by": user.email, "created_at": now,
                                        "note": note})

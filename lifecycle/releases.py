@@ -65,7 +65,8 @@ def current_evaluation(store: Store, candidate: RegistryEntry, baseline: Registr
     return store.artifact(candidate.evaluation) if candidate.evaluation else None
 
 
-def release_evidence(store: Store, release_id: str, verify_files: bool = True) -> ReleaseEvidence:
+def release_evidence(store: Store, release_id: str, verify_files: bool = True,
+                     now: datetime | None = None) -> ReleaseEvidence:
     """Gather every artifact, check and verdict the gates of a release read."""
     from .snapshots import verify_files as verify
 
@@ -77,14 +78,15 @@ def release_evidence(store: Store, release_id: str, verify_files: bool = True) -
     baseline_run = store.artifact(baseline.training_run) if baseline else None
     snapshot: DatasetSnapshot = store.artifact(run.snapshot)
     files = verify(snapshot, store.data_root) if verify_files else None
-    live = live_verdicts(store, release, note)
+    live = live_verdicts(store, release, note, now)
     return ReleaseEvidence(
         release=release, model=store.model(release.model), policy=store.policy(release.model, release.policy_version),
         candidate=candidate, baseline=baseline, note=note, run=run, baseline_run=baseline_run, snapshot=snapshot,
         evaluation=current_evaluation(store, candidate, baseline), files=files, **live)
 
 
-def live_verdicts(store: Store, release: Release, note: RolloutNote | None) -> dict[str, Any]:
+def live_verdicts(store: Store, release: Release, note: RolloutNote | None,
+                  now: datetime | None = None) -> dict[str, Any]:
     """Evaluate the note's stop rules and the stability check over the release's stored windows."""
     windows = store.windows_frame(release.id)
     if note is None or windows.empty:
@@ -99,12 +101,15 @@ def live_verdicts(store: Store, release: Release, note: RolloutNote | None) -> d
         full = windows[windows["stage"] == "full"]
         out["stability"] = stability(full, note.stop_rules, store.policy(release.model,
                                                                           release.policy_version).stability_windows)
+        from .monitoring import post_release_review
+
+        out["post_release"] = post_release_review(store, release.id, now)
     return out
 
 
 def review(store: Store, release_id: str, now: datetime, verify_files: bool = True) -> ReleaseReview:
     """Evaluate a release's gates and say go, stop or wait."""
-    evidence = release_evidence(store, release_id, verify_files)
+    evidence = release_evidence(store, release_id, verify_files, now)
     decisions = decisions_for(store, evidence)
     results = evaluate_gates(evidence.policy, evidence, decisions, now)
     verdict, line = summary(evidence.release, results)
@@ -158,6 +163,7 @@ def check_decision(user: User, evidence: ReleaseEvidence, gate_id: str, role: Ro
 def decide(store: Store, user: User, release_id: str, gate_id: str, role: Role, verdict: Verdict, comment: str,
            now: datetime, seen_version: int | None = None) -> DecisionOutcome:
     """Record a sign-off, rejection or waiver bound to the current digests; move the release when gates allow."""
+    role, verdict = Role(role), Verdict(verdict)
     evidence = release_evidence(store, release_id)
     check_decision(user, evidence, gate_id, role, verdict, comment)
     decision = store.record_decision(Decision(

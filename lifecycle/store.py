@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import TypeAdapter
 
 from .models import (
-    ARTIFACT_TYPES, AnyArtifact, Artifact, AuditEvent, BacklogItem, Decision, Escalation, Model, Person,
+    ARTIFACT_TYPES, AnyArtifact, ApiToken, Artifact, AuditEvent, BacklogItem, Decision, Escalation, Model, Person,
     Release, ReleasePolicy, ReleaseState, Role, canonical_json,
 )
 
@@ -44,6 +44,19 @@ class StaleVersion(StoreError):
 def db_path() -> str:
     """Return the store path from SEAMLINE_DB, default data/seamline.duckdb."""
     return os.environ.get("SEAMLINE_DB", DEFAULT_DB)
+
+
+_SHARED: dict[str, "Store"] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_store(path: str | Path | None = None) -> "Store":
+    """Return the process-wide Store for a path: the UI sessions and the HTTP API share one connection."""
+    key = str(Path(path if path is not None else db_path()).resolve())
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = Store(key)
+        return _SHARED[key]
 
 
 def utcnow() -> datetime:
@@ -89,6 +102,35 @@ MIGRATIONS: list[tuple[str, str]] = [
             action VARCHAR NOT NULL, subject VARCHAR NOT NULL, detail VARCHAR NOT NULL,
             prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL);
         CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash VARCHAR NOT NULL);
+    """),
+    # The prediction log keeps one row per request_id, so re-sent rows never count twice (same DDL as
+    # signals.LOG_TABLE_DDL; a test keeps them equal). Windows re-aggregated after late rows or labels are stored
+    # as a new batch; batch_seq orders batches so windows_frame returns the newest version of each window.
+    ("prediction log and window batches", """
+        CREATE TABLE IF NOT EXISTS prediction_log (
+            request_id VARCHAR PRIMARY KEY,
+            timestamp TIMESTAMP NOT NULL,
+            release VARCHAR NOT NULL,
+            stage VARCHAR NOT NULL CHECK (stage IN ('shadow', 'canary', 'ramp', 'full')),
+            arm VARCHAR NOT NULL CHECK (arm IN ('shadow', 'canary', 'treatment', 'control', 'baseline')),
+            segment VARCHAR NOT NULL,
+            latency_ms DOUBLE NOT NULL CHECK (latency_ms >= 0),
+            error BOOLEAN NOT NULL,
+            fallback BOOLEAN NOT NULL,
+            cost DOUBLE NOT NULL CHECK (cost >= 0),
+            candidate_score DOUBLE NOT NULL CHECK (candidate_score BETWEEN 0 AND 1),
+            baseline_score DOUBLE NOT NULL CHECK (baseline_score BETWEEN 0 AND 1),
+            decision TINYINT NOT NULL CHECK (decision IN (0, 1)),
+            baseline_decision TINYINT NOT NULL CHECK (baseline_decision IN (0, 1)),
+            label TINYINT CHECK (label IN (0, 1)));
+        ALTER TABLE signal_windows ADD COLUMN batch_seq BIGINT;
+        UPDATE signal_windows SET batch_seq = (SELECT max(a.seq) FROM audit a
+            WHERE a.subject = signal_windows.batch AND a.action = 'monitoring_signals.put');
+    """),
+    # Pipelines' bearer tokens: only the sha256 of each secret is kept; a revoked token stays for the record.
+    ("api tokens", """
+        CREATE TABLE api_tokens (name VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL UNIQUE, model VARCHAR NOT NULL,
+            revoked_at TIMESTAMPTZ, body VARCHAR NOT NULL);
     """),
 ]
 
@@ -312,9 +354,25 @@ class Store:
         return True
 
     def _put_windows(self, cur, signals, digest: str) -> None:
-        rows = [[digest, signals.model, signals.release, w.stage.value, w.arm, w.segment, w.start, w.end,
-                 w.requests, canonical_json(w.metrics)] for w in signals.windows]
-        cur.executemany("INSERT INTO signal_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # Batches are numbered in write order (under the write lock): the newest version of a window wins.
+        (seq,) = cur.execute("SELECT coalesce(max(batch_seq), 0) + 1 FROM signal_windows").fetchall()[0]
+        rows = pd.DataFrame({
+            "batch": digest, "model": signals.model, "release": signals.release,
+            "stage": [w.stage.value for w in signals.windows], "arm": [w.arm for w in signals.windows],
+            "segment": [w.segment for w in signals.windows],
+            "start_at": pd.to_datetime([w.start for w in signals.windows], utc=True),
+            "end_at": pd.to_datetime([w.end for w in signals.windows], utc=True),
+            "requests": [w.requests for w in signals.windows],
+            "metrics": [canonical_json(w.metrics) for w in signals.windows], "batch_seq": seq})
+        # One set-based insert: executemany costs about a millisecond per window.
+        name = f"_windows_{digest[:16]}"
+        cur.register(name, rows)
+        try:
+            cur.execute(f"INSERT INTO signal_windows (batch, model, release, stage, arm, segment, start_at, end_at, "
+                        f"requests, metrics, batch_seq) SELECT batch, model, release, stage, arm, segment, start_at, "
+                        f"end_at, requests, metrics, batch_seq FROM {name}")
+        finally:
+            cur.unregister(name)
 
     def put_artifacts(self, artifacts: list[Artifact], actor: str, at: datetime | None = None) -> list[str]:
         """Store artifacts in one transaction (parents may come earlier in the list); return their digests."""
@@ -324,6 +382,14 @@ class Store:
             for a in artifacts:
                 self._put_artifact(cur, a, actor, at, batch)
                 batch.add(a.digest)
+        return [a.digest for a in artifacts]
+
+    def put_artifacts_in(self, cur, artifacts: list[Artifact], actor: str, at: datetime) -> list[str]:
+        """Store artifacts inside the caller's open `transaction()`, so they land with its other writes or not at all."""
+        batch: set[str] = set()
+        for a in artifacts:
+            self._put_artifact(cur, a, actor, at, batch)
+            batch.add(a.digest)
         return [a.digest for a in artifacts]
 
     def put_artifact(self, artifact: Artifact, actor: str, at: datetime | None = None) -> str:
@@ -480,9 +546,16 @@ class Store:
     # ------------------------------------------------------------ signals
 
     def windows_frame(self, release: str) -> pd.DataFrame:
-        """Return every stored signal window of a release, metrics spread into columns."""
+        """Return the current signal windows of a release, metrics spread into columns.
+
+        A window is identified by (stage, arm, segment, start, end); when late rows or labels re-aggregate it,
+        the newer batch supersedes the older one, which stays stored (and audited) but is no longer returned.
+        """
         frame = self.frame("""SELECT stage, arm, segment, start_at AS start, end_at AS "end", requests, metrics
-                              FROM signal_windows WHERE release = ? ORDER BY start_at, stage, arm, segment""",
+                              FROM signal_windows WHERE release = ?
+                              QUALIFY row_number() OVER (PARTITION BY stage, arm, segment, start_at, end_at
+                                                         ORDER BY batch_seq DESC NULLS LAST, batch) = 1
+                              ORDER BY start_at, stage, arm, segment""",
                            [release])
         if frame.empty:
             return frame.drop(columns=["metrics"])
@@ -543,6 +616,114 @@ class Store:
             params.append(model)
         sql += " ORDER BY id DESC"
         return [BacklogItem.model_validate_json(r[0]) for r in self._rows(sql, params)]
+
+    def escalations_frame(self, model: str | None = None) -> pd.DataFrame:
+        """Return escalation cases as one row each (newest first), the fields spread into columns."""
+        sql = """SELECT case_id, model, occurred_at AS at, body->>'release' AS release, body->>'segment' AS segment,
+                        body->>'type' AS type, CAST(body->>'score' AS DOUBLE) AS score, body->>'decision' AS decision,
+                        body->>'severity' AS severity, body->>'status' AS status, body->>'assignee' AS assignee,
+                        body->>'error_group' AS error_group, body->>'finding' AS finding,
+                        CAST(body->>'corrected_label' AS INTEGER) AS corrected_label,
+                        body->>'triaged_by' AS triaged_by, CAST(body->>'triaged_at' AS TIMESTAMPTZ) AS triaged_at,
+                        body->>'request_id' AS request_id, body->>'text' AS text
+                 FROM escalations"""
+        params: list[Any] = []
+        if model:
+            sql += " WHERE model = ?"
+            params.append(model)
+        return self.frame(sql + " ORDER BY occurred_at DESC, case_id", params)
+
+    def update_escalations(self, cases: list[Escalation], actor: str, action: str, detail: dict,
+                           at: datetime) -> int:
+        """Write changed escalation cases (all must exist) and one audit entry, in one transaction."""
+        with self.transaction() as cur:
+            for case in cases:
+                if not cur.execute("SELECT 1 FROM escalations WHERE case_id = ?", [case.case_id]).fetchone():
+                    raise NotFound(f"no escalation '{case.case_id}'")
+                cur.execute("UPDATE escalations SET body = ? WHERE case_id = ?",
+                            [case.model_dump_json(), case.case_id])
+            self._audit(cur, actor, action, cases[0].model if cases else "-",
+                        {"cases": [c.case_id for c in cases], **detail}, at)
+        return len(cases)
+
+    def backlog_item(self, item_id: int) -> BacklogItem:
+        """Return one backlog item or raise NotFound."""
+        rows = self._rows("SELECT body FROM backlog WHERE id = ?", [item_id])
+        if not rows:
+            raise NotFound(f"no backlog item {item_id}")
+        return BacklogItem.model_validate_json(rows[0][0])
+
+    def update_backlog_item(self, item: BacklogItem, expected_status: str, actor: str, action: str, detail: dict,
+                            at: datetime) -> BacklogItem:
+        """Write a changed backlog item if its status is still `expected_status`; audit it."""
+        with self.transaction() as cur:
+            row = cur.execute("SELECT status FROM backlog WHERE id = ?", [item.id]).fetchone()
+            if not row:
+                raise NotFound(f"no backlog item {item.id}")
+            if row[0] != expected_status:
+                raise StaleVersion(f"backlog item {item.id} is {row[0]} now, not {expected_status}; reload it")
+            cur.execute("UPDATE backlog SET status = ?, body = ? WHERE id = ?",
+                        [item.status.value, item.model_dump_json(), item.id])
+            self._audit(cur, actor, action, f"backlog/{item.id}", detail, at)
+        return item
+
+    def signal_windows_frame(self, model: str) -> pd.DataFrame:
+        """Return a model's current signal windows (newest batch of each) with release and batch digest."""
+        frame = self.frame("""SELECT batch, release, stage, arm, segment, start_at AS start, end_at AS "end",
+                                     requests, metrics
+                              FROM signal_windows WHERE model = ?
+                              QUALIFY row_number() OVER (PARTITION BY release, stage, arm, segment, start_at, end_at
+                                                         ORDER BY batch_seq DESC NULLS LAST, batch) = 1
+                              ORDER BY release, stage, arm, segment, start_at""",
+                           [model])
+        if frame.empty:
+            return frame.drop(columns=["metrics"])
+        metrics = pd.DataFrame([json.loads(m) for m in frame["metrics"]], index=frame.index)
+        return pd.concat([frame.drop(columns=["metrics"]), metrics], axis=1)
+
+    # ------------------------------------------------------------ API tokens
+
+    def put_api_token(self, token: ApiToken, actor: str) -> ApiToken:
+        """Store a new token (its hash only); a name in use is refused."""
+        with self.transaction() as cur:
+            if cur.execute("SELECT 1 FROM api_tokens WHERE name = ?", [token.name]).fetchone():
+                raise StoreError(f"a token named '{token.name}' exists already; pick another name")
+            if not cur.execute("SELECT 1 FROM models WHERE id = ?", [token.model]).fetchone():
+                raise NotFound(f"no model '{token.model}'")
+            cur.execute("INSERT INTO api_tokens VALUES (?, ?, ?, NULL, ?)",
+                        [token.name, token.sha256, token.model, token.model_dump_json()])
+            self._audit(cur, actor, "token.create", f"token/{token.name}",
+                        {"model": token.model, "scopes": [s.value for s in token.scopes]}, token.created_at)
+        return token
+
+    def api_token_by_hash(self, sha256: str) -> ApiToken | None:
+        """Return the token stored under a secret's sha256, revoked or not; None when unknown."""
+        rows = self._rows("SELECT body FROM api_tokens WHERE sha256 = ?", [sha256])
+        return ApiToken.model_validate_json(rows[0][0]) if rows else None
+
+    def revoke_api_token(self, name: str, actor: str, at: datetime) -> ApiToken:
+        """Revoke a token by name; it stays stored (and audited) but no longer authenticates."""
+        with self.transaction() as cur:
+            row = cur.execute("SELECT body FROM api_tokens WHERE name = ?", [name]).fetchone()
+            if not row:
+                raise NotFound(f"no token named '{name}'")
+            token = ApiToken.model_validate_json(row[0])
+            if token.revoked_at is not None:
+                raise StoreError(f"token '{name}' was revoked already")
+            token = token.model_copy(update={"revoked_by": actor, "revoked_at": at})
+            cur.execute("UPDATE api_tokens SET revoked_at = ?, body = ? WHERE name = ?",
+                        [at, token.model_dump_json(), name])
+            self._audit(cur, actor, "token.revoke", f"token/{name}", {"model": token.model}, at)
+        return token
+
+    def api_tokens(self, model: str | None = None) -> list[ApiToken]:
+        """Return tokens (hashes only), active first, then by name."""
+        sql, params = "SELECT body FROM api_tokens", []
+        if model:
+            sql += " WHERE model = ?"
+            params.append(model)
+        sql += " ORDER BY revoked_at IS NOT NULL, name"
+        return [ApiToken.model_validate_json(r[0]) for r in self._rows(sql, params)]
 
     def counts(self) -> dict[str, int]:
         """Return row counts of the main tables (for the CLI and tests)."""

@@ -19,7 +19,7 @@ choice = st.selectbox("Release", [r.id for r in releases], key="map_release",
 lmap = lifecycle_map(store, model.id, ui.now(), release_id=choice)
 release = lmap.release
 icon = ui.ICONS[lmap.verdict]
-st.subheader(f"{icon} {release.title} — {release.state.value.replace('_', ' ')}")
+st.subheader(f"{icon} {ui.plain(release.title)} — {release.state.value.replace('_', ' ')}")
 st.caption(ui.plain(lmap.line))
 st.plotly_chart(lifecycle_figure(lmap), key="lifecycle_chart", width="stretch")
 blocker = lmap.first_blocker()

@@ -107,6 +107,13 @@ def go(page, title: str) -> None:
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=60000)
 
 
+def pick(page, label: str, option: str) -> None:
+    """Choose an option in the selectbox with this label and wait for the rerun."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).first.click()
+    wait_idle(page)
+
+
 def assert_no_exception(page) -> None:
     errors = page.locator('[data-testid="stException"]')
     assert errors.count() == 0, errors.first.inner_text()

@@ -165,3 +165,54 @@ def demo_store(demo_copy) -> Store:
     s = Store(demo_copy)
     yield s
     s.close()
+
+
+# ---------------------------------------------------------------- small real training data (issue 9)
+
+TRAIN_MANIFEST = {
+    "model": "fraud", "created_by": "d@x.test",
+    "sources": [{"name": "ledger", "uri": "warehouse://ledger", "version": "1", "extracted_at": T0.isoformat(),
+                 "legal_usage": "fraud scoring"}],
+    "label": {"column": "label", "definition": "chargeback within 7 days", "delay_days": 7},
+    "features": [{"name": n, "dtype": d, "source": "ledger", "transformation": "raw", "owner": "d@x.test"}
+                 for n, d in (("amount", "float"), ("n_items", "int"), ("channel", "category"),
+                              ("is_intl", "bool"), ("seen_at", "timestamp"))],
+    "key_columns": ["id"],
+}
+
+
+def make_training_snapshot(store: Store, name: str = "txns-1", n: int = 3000, seed: int = 5,
+                           as_of: datetime = T0, first_id: int = 0):
+    """Write a small Parquet file with a non-linear label, snapshot it through build_snapshot and store it."""
+    import numpy as np
+    import pandas as pd
+
+    from lifecycle.snapshots import build_snapshot
+
+    rng = np.random.default_rng(seed)
+    naive = as_of.replace(tzinfo=None)
+    event_time = (naive - pd.to_timedelta(np.sort(rng.uniform(1, 90 * 24, n))[::-1], unit="h")).floor("s")
+    amount, channel = rng.lognormal(3, 1, n), rng.choice(["web", "app", "pos"], n, p=[0.5, 0.3, 0.2])
+    n_items, intl = rng.integers(1, 9, n), rng.random(n) < 0.2
+    logit = -2.6 + 2.2 * ((amount > 40) & (channel == "web")) + 1.2 * intl - 0.2 * n_items + 0.8 * (channel == "app")
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
+    mature = event_time <= naive - timedelta(days=7)
+    frame = pd.DataFrame({
+        "id": np.arange(first_id, first_id + n, dtype="int64"), "event_time": event_time.astype("datetime64[us]"),
+        "feature_time": (event_time - pd.Timedelta(minutes=5)).astype("datetime64[us]"), "amount": amount,
+        "n_items": n_items, "channel": channel, "is_intl": intl,
+        "seen_at": (event_time - pd.Timedelta(minutes=1)).astype("datetime64[us]"),
+        "label": pd.Series(label, dtype="Int64").where(mature),
+    })
+    path = store.data_root / f"{name}.parquet"
+    frame.to_parquet(path, index=False)
+    manifest = {**TRAIN_MANIFEST, "name": name, "point_in_time": {
+        "as_of": as_of.isoformat(), "feature_cutoff": as_of.isoformat(),
+        "label_window_start": (as_of - timedelta(days=90)).isoformat(),
+        "label_window_end": (as_of - timedelta(days=7)).isoformat(),
+        "event_time_column": "event_time", "feature_time_column": "feature_time"}}
+    from lifecycle.models import QualityThresholds
+    snap = build_snapshot(path, manifest, data_root=store.data_root,
+                          thresholds=QualityThresholds(null_rate_overrides={"label": 0.2}), now=as_of)
+    store.put_artifact(snap, "d@x.test", as_of)
+    return snap
