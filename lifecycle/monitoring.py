@@ -609,7 +609,8 @@ def judge_labels(windows: pd.DataFrame, delay_days: int, as_of: datetime, rails:
                               f"({'at least' if ok else 'below'} {rails.min_label_share:.0%})")
 
 
-def judge_escalations(escalations: list, requests: int, as_of: datetime, rails: PostReleaseGuardrails) -> list[CheckResult]:
+def judge_escalations(escalations: list, requests: int, as_of: datetime,
+                      rails: PostReleaseGuardrails) -> list[CheckResult]:
     """Check escalation volume per 1000 live requests and that each case got human review in time."""
     thresholds = {"max_escalations_per_1k": rails.max_escalations_per_1k}
     if not requests:
@@ -774,7 +775,8 @@ def monitoring_view(store: Store, release_id: str, now: datetime) -> MonitoringV
     tripped = pd.DataFrame(tripped_rows, columns=_TRIPPED_COLUMNS)
     tripped = tripped.assign(start=pd.to_datetime(tripped["start"], utc=True),
                              end=pd.to_datetime(tripped["end"], utc=True), roll_up=tripped["segment"] == "all")
-    tripped = tripped.sort_values(["rule", "roll_up", "segment", "start"]).drop(columns="roll_up").reset_index(drop=True)
+    tripped = tripped.sort_values(["rule", "roll_up", "segment", "start"]).drop(columns="roll_up")
+    tripped = tripped.reset_index(drop=True)
     incidents = pd.DataFrame([{"at": e.at, "rule": e.detail.get("rule", ""), "reason": e.detail.get("reason", "")}
                               for e in store.audit_events(release_id) if e.action == "incident.open"],
                              columns=["at", "rule", "reason"])

@@ -508,7 +508,9 @@ def windows_to_models(frame: pd.DataFrame) -> list[SignalWindow]:
     metrics = [m for m in SIGNAL_METRICS if m in frame.columns and m != "requests"]
     out = []
     for row in frame.to_dict("records"):
-        values = {m: float(row[m]) for m in metrics if row[m] is not None and not pd.isna(row[m])}
+        # Parallel float sums differ in the last bits from run to run; 12 significant digits keep the
+        # window (and so the artifact digest) the same for the same log.
+        values = {m: float(f"{float(row[m]):.12g}") for m in metrics if row[m] is not None and not pd.isna(row[m])}
         out.append(SignalWindow(
             start=_utc(row["start"]), end=_utc(row["end"]), stage=row["stage"], arm=row["arm"],
             segment=row["segment"], requests=int(row["requests"]), metrics=values,

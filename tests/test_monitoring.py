@@ -19,7 +19,7 @@ from lifecycle.models import (
     RolloutNote, SignalWindow, Stage, StageCondition, StopRule, SuccessMetric,
 )
 from lifecycle.monitoring import (
-    changed_windows, expand, expansion_status, ingest_file, ingest_labels, ingest_prediction_log, ingest_windows,
+    changed_windows, expand, expansion_status, ingest_labels, ingest_prediction_log, ingest_windows,
     monitoring_view, post_release_review, promote, promotion_status,
 )
 from lifecycle.monitoring_charts import heatmap_figure, heatmap_frame, rule_figure, stages_figure
@@ -379,7 +379,8 @@ def test_a_window_changed_back_at_the_same_instant_is_still_the_newest(store, ch
 
 def test_changed_windows_ignore_float_noise_but_not_real_changes():
     base = pd.DataFrame({"stage": ["canary"] * 2, "arm": ["canary"] * 2, "segment": ["all", "region=EU"],
-                         "start": pd.to_datetime(["2026-10-02 12:00"] * 2), "end": pd.to_datetime(["2026-10-02 13:00"] * 2),
+                         "start": pd.to_datetime(["2026-10-02 12:00"] * 2),
+                         "end": pd.to_datetime(["2026-10-02 13:00"] * 2),
                          "requests": [100, 40], "fallback_rate": [0.1, 0.2]})
     noisy = base.assign(fallback_rate=base["fallback_rate"] * (1 + 1e-13))
     moved = base.assign(requests=[100, 41])
