@@ -102,6 +102,10 @@ def open_app(page, base: str) -> None:
 
 def go(page, title: str) -> None:
     """Navigate with the sidebar link of a page and wait for its run to finish."""
+    more = page.locator('[data-testid="stSidebarNav"]').get_by_text("View", exact=False).filter(has_text="more")
+    if more.count():
+        more.first.click()
+        page.wait_for_timeout(300)
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     wait_idle(page)
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=60000)
