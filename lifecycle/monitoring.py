@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from pydantic import Field, TypeAdapter, ValidationError
@@ -149,18 +150,32 @@ def _aligned(lo: pd.Timestamp, hi: pd.Timestamp, minutes: int) -> tuple[pd.Times
 
 
 def _reaggregate(cur, release_id: str, sizes: set[int], lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
-    """Aggregate the stored prediction log of a release over [lo, hi), at every window size given."""
+    """Aggregate the stored prediction log of a release over [lo, hi), at every window size given.
+
+    Float sums depend on the order rows are added in, and a parallel scan (or the order rows happened to be
+    stored in) varies that order between runs. So the rows are read in a fixed order into a private one-thread
+    DuckDB and aggregated there: the same log always gives bit-identical windows, hence the same batch digests.
+    """
+    spans = {minutes: _aligned(lo, hi, minutes) for minutes in sizes}
+    if not spans:
+        return pd.DataFrame(columns=KEYS)
+    first, last = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
+    rows = cur.sql("SELECT * FROM prediction_log WHERE release = $release AND timestamp >= $first AND timestamp < "
+                   "$last ORDER BY timestamp, request_id",
+                   params={"release": release_id, "first": first, "last": last}).to_arrow_table()
+    private = duckdb.connect(config={"threads": 1})
     frames = []
-    for minutes in sorted(sizes):
-        start, end = _aligned(lo, hi, minutes)
-        view = f"_seamline_scope_{uuid.uuid4().hex}"
-        # Both bounds are timestamps computed here, not user text; the release goes in as a parameter below.
-        cur.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM prediction_log WHERE timestamp >= "
-                    f"TIMESTAMP '{start.isoformat(sep=' ')}' AND timestamp < TIMESTAMP '{end.isoformat(sep=' ')}'")
-        try:
-            frames.append(aggregate_windows(cur, view, window_minutes=minutes, release=release_id))
-        finally:
-            cur.execute(f"DROP VIEW IF EXISTS {view}")
+    try:
+        private.register("scope_rows", rows)
+        private.execute("CREATE TABLE scope AS SELECT * FROM scope_rows ORDER BY timestamp, request_id")
+        for minutes, (start, end) in sorted(spans.items()):
+            # Both bounds are timestamps computed here, not user text.
+            private.execute(f"CREATE OR REPLACE VIEW scope_{minutes} AS SELECT * FROM scope WHERE timestamp >= "
+                            f"TIMESTAMP '{start.isoformat(sep=' ')}' AND timestamp < TIMESTAMP "
+                            f"'{end.isoformat(sep=' ')}'")
+            frames.append(aggregate_windows(private, f"scope_{minutes}", window_minutes=minutes, release=release_id))
+    finally:
+        private.close()
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEYS)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -25,6 +26,7 @@ from lifecycle.monitoring import (
 from lifecycle.monitoring_charts import heatmap_figure, heatmap_frame, rule_figure, stages_figure
 from lifecycle.releases import DecisionRefused, serving_at, transition
 from lifecycle.signals import LOG_TABLE_DDL
+from lifecycle.store import Store
 
 LIVE0 = T0 + timedelta(days=1)  # the release goes live here, on a whole hour
 RELEASE = "rel-live"
@@ -188,6 +190,26 @@ def assert_matches(store, log):
     got = stored_view(store)
     got["labelled"] = got["labelled"].fillna(0)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-9)
+
+
+def test_the_same_log_in_any_row_order_gives_bit_identical_windows_and_digests(store, chain, tmp_path):
+    open_release(store, chain)
+    store.close()
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(Path(store.path).read_bytes())
+    log = make_log(LIVE0, hours=3, per_hour=45_000, seed=4)  # more rows than one DuckDB row group
+    now = LIVE0 + timedelta(hours=3)
+    stores = [Store(store.path), Store(copy)]
+
+    for target, rows in zip(stores, (log, log.sample(frac=1.0, random_state=1))):
+        ingest_prediction_log(target, RELEASE, rows, 60, "p@x.test", now)
+
+    first, second = (s.windows_frame(RELEASE) for s in stores)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    assert [a.digest for a in stores[0].artifacts(kind="monitoring_signals")] == \
+        [a.digest for a in stores[1].artifacts(kind="monitoring_signals")]
+    for s in stores:
+        s.close()
 
 
 def test_overlapping_and_late_rows_count_each_request_once(store, chain):
