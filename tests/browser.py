@@ -113,9 +113,24 @@ def go(page, title: str) -> None:
 
 def pick(page, label: str, option: str) -> None:
     """Choose an option in the selectbox with this label and wait for the rerun."""
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    open_options(page, page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first)
     page.get_by_role("option", name=option).first.click()
     wait_idle(page)
+
+
+def open_options(page, box) -> None:
+    """Open a selectbox's option list with its own 'Open' button; retry when a rerun closed it again."""
+    box.scroll_into_view_if_needed()
+    for _ in range(3):
+        opener = box.get_by_role("button", name="Open")
+        (opener if opener.count() else box).first.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=5000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; try again
+            page.keyboard.press("Escape")
+            wait_idle(page)
+    page.get_by_role("option").first.wait_for(timeout=5000)
 
 
 def assert_no_exception(page) -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from browser import assert_no_exception, browser_page, go, open_app, server, wait_idle
+from browser import assert_no_exception, browser_page, go, open_app, open_options, server, wait_idle
 from test_datasets import frame, manifest_text
 
 pytestmark = pytest.mark.browser
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def pick(page, label: str, option: str, sidebar: bool = False) -> None:
     """Open the selectbox with this label and choose the option whose text contains `option`."""
     area = page.locator('[data-testid="stSidebar"]' if sidebar else '[data-testid="stMain"]')
-    area.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    open_options(page, area.locator('[data-testid="stSelectbox"]').filter(has_text=label).first)
     page.get_by_role("option", name=re.compile(re.escape(option))).first.click()
     wait_idle(page)
 

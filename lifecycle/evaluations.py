@@ -1,0 +1,463 @@
+"""Serve the Evaluation screen: pick the runs, compute or reuse a report, tables, limits and the Model owner's sign-off.
+
+A report is computed by scoring a labelled snapshot with both runs' stored models and handing the scored rows to
+``evaluation.evaluate``. Work is cached by the digests of its inputs twice over: a stored report whose inputs match a
+request is returned as it is, and computed bodies stay in an in-process LRU keyed by the request's digest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from .evaluation import METRIC_LABELS, METRICS, EvaluationResult, evaluate
+from .identity import User
+from .models import (
+    Calibration, DatasetSnapshot, Decision, Digest, EvaluationReport, EvaluationSettings, Frozen, ReleaseState, Role,
+    Text, TrainingRun, Verdict, canonical_json, sha256_hex, short,
+)
+from .releases import current_evaluation, decide_artifact
+from .runs import run_labels
+from .store import NotFound, Store
+from .training import load_model, read_snapshot_frame
+
+Progress = Callable[[float, str], None]
+SignoffState = Literal["approved", "rejected", "awaiting sign-off"]
+SIGNOFF_VERDICTS = (Verdict.APPROVE.value, Verdict.REJECT.value)
+OPEN_STATES = (ReleaseState.DRAFT, ReleaseState.IN_REVIEW, ReleaseState.APPROVED, ReleaseState.SHADOW,
+               ReleaseState.CANARY, ReleaseState.RAMP)
+MAX_LIMITS = 30
+_CACHE_SIZE = 8
+_cache: OrderedDict[str, EvaluationResult] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+class EvaluationRefused(ValueError):
+    """A request the Evaluation screen cannot carry out; nothing was written."""
+
+
+# ---------------------------------------------------------------- choosing what to compare
+
+
+def _run(store: Store, digest: str, model: str) -> TrainingRun:
+    try:
+        run = store.artifact(digest)
+    except NotFound:
+        raise EvaluationRefused(f"no training run {short(digest)} in the store") from None
+    if not isinstance(run, TrainingRun) or run.model != model:
+        raise EvaluationRefused(f"{short(digest)} is not a training run of '{model}'")
+    return run
+
+
+def run_choices(store: Store, model: str) -> dict[str, str]:
+    """Return {run digest: label} of a model's training runs, newest first."""
+    return {digest: title for title, digest in run_labels(store, model).items()}
+
+
+def default_indices(store: Store, model: str, runs: list[str]) -> tuple[int, int]:
+    """Return the selector positions of the release's candidate and baseline runs (else the two newest runs)."""
+    cand, base = release_pair(store, model)
+    return runs.index(cand) if cand in runs else 0, runs.index(base) if base in runs else min(1, len(runs) - 1)
+
+
+def release_pair(store: Store, model: str) -> tuple[str | None, str | None]:
+    """Return (candidate run, baseline run) of the newest open release, or of the newest report, or (None, None)."""
+    for release in store.releases(model, states=OPEN_STATES):
+        candidate = store.artifact(release.candidate)
+        baseline = store.artifact(release.baseline) if release.baseline else None
+        return candidate.training_run, baseline.training_run if baseline else None
+    reports = store.artifacts(model, "evaluation_report")
+    if reports:
+        return reports[0].candidate_run, reports[0].baseline_run
+    return None, None
+
+
+def reports_for(store: Store, model: str, candidate_run: str, baseline_run: str) -> list[EvaluationReport]:
+    """Return the stored reports comparing these two runs, newest first."""
+    return [r for r in store.artifacts(model, "evaluation_report")
+            if r.candidate_run == candidate_run and r.baseline_run == baseline_run]
+
+
+def report_choices(store: Store, reports: list[EvaluationReport]) -> dict[str, str]:
+    """Return {report digest: label} for a selector: when, by whom, gate status and sign-off."""
+    return {r.digest: (f"{r.created_at:%Y-%m-%d %H:%M} · {short(r.digest)} · by {r.created_by} · gate "
+                       f"{r.gate.status.value} · {signoff_status(store, r.digest).status}") for r in reports}
+
+
+def snapshot_choices(store: Store, model: str) -> dict[str, str]:
+    """Return {snapshot digest: label} of a model's labelled snapshots, newest first."""
+    return {s.digest: f"{s.name} · {short(s.digest)} · {s.row_count:,} rows"
+            for s in store.artifacts(model, "dataset_snapshot") if s.label_rate is not None}
+
+
+def default_thresholds(store: Store, model: str, candidate_run: str, baseline_run: str) -> tuple[float, float]:
+    """Return each run's decision threshold from its newest registry entry, else from a report, else 0.5."""
+    by_run: dict[str, float] = {}
+    for entry in reversed(store.artifacts(model, "registry_entry")):  # oldest first: the newest entry wins
+        by_run[entry.training_run] = entry.decision_threshold
+    reports = reports_for(store, model, candidate_run, baseline_run)
+    settings = reports[0].settings if reports else {}
+    return (float(by_run.get(candidate_run, settings.get("candidate_threshold", 0.5))),
+            float(by_run.get(baseline_run, settings.get("baseline_threshold", 0.5))))
+
+
+class ComputeDefaults(Frozen):
+    """What the compute form starts from: the last report's snapshot and seed, the policy's resamples, thresholds."""
+
+    snapshot_index: int
+    seed: int
+    bootstrap: int
+    candidate_threshold: float
+    baseline_threshold: float
+
+
+def compute_defaults(store: Store, model: str, candidate_run: str, baseline_run: str,
+                     snapshots: list[str]) -> ComputeDefaults:
+    reports = reports_for(store, model, candidate_run, baseline_run)
+    last = reports[0] if reports else None
+    index = snapshots.index(last.evaluation_snapshot) if last and last.evaluation_snapshot in snapshots else 0
+    c_thr, b_thr = default_thresholds(store, model, candidate_run, baseline_run)
+    return ComputeDefaults(snapshot_index=index, seed=int(last.settings.get("seed", 0)) if last else 0,
+                           bootstrap=store.policy(model).evaluation.bootstrap, candidate_threshold=c_thr,
+                           baseline_threshold=b_thr)
+
+
+# ---------------------------------------------------------------- computing a report
+
+
+class EvaluationRequest(Frozen):
+    """Everything a computed report depends on; its digest keys the cache."""
+
+    model: str
+    candidate_run: Digest
+    baseline_run: Digest
+    evaluation_snapshot: Digest
+    reference_snapshot: Digest | None = Field(None, description="shift checks against it; default: the candidate "
+                                              "run's training snapshot")
+    candidate_threshold: float = Field(ge=0, le=1)
+    baseline_threshold: float = Field(ge=0, le=1)
+    settings: EvaluationSettings
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    def key(self) -> str:
+        return sha256_hex(canonical_json(self.model_dump(mode="json")))
+
+
+def _same_inputs(report: EvaluationReport, request: EvaluationRequest, reference: str) -> bool:
+    s, want = report.settings, request.settings
+    return (report.candidate_run == request.candidate_run and report.baseline_run == request.baseline_run
+            and report.evaluation_snapshot == request.evaluation_snapshot
+            and s.get("seed") == request.seed and s.get("bootstrap") == want.bootstrap
+            and s.get("confidence") == want.confidence and s.get("bins") == want.calibration_bins
+            and s.get("candidate_threshold") == request.candidate_threshold
+            and s.get("baseline_threshold") == request.baseline_threshold
+            and s.get("gated_metric") == want.gated_metric and s.get("max_segment_drop") == want.max_segment_drop
+            and s.get("min_segment_size") == want.min_segment_size
+            and s.get("reference_snapshot") in (None, reference))
+
+
+def stored_match(store: Store, request: EvaluationRequest) -> EvaluationReport | None:
+    """Return the newest stored report computed from exactly these inputs, if any."""
+    reference = request.reference_snapshot or _run(store, request.candidate_run, request.model).snapshot
+    for report in reports_for(store, request.model, request.candidate_run, request.baseline_run):
+        if _same_inputs(report, request, reference):
+            return report
+    return None
+
+
+def _snapshot(store: Store, digest: str, model: str) -> DatasetSnapshot:
+    try:
+        snap = store.artifact(digest)
+    except NotFound:
+        raise EvaluationRefused(f"no dataset snapshot {short(digest)} in the store") from None
+    if not isinstance(snap, DatasetSnapshot) or snap.model != model:
+        raise EvaluationRefused(f"{short(digest)} is not a dataset snapshot of '{model}'")
+    return snap
+
+
+def _scored(store: Store, request: EvaluationRequest, cand: TrainingRun, base: TrainingRun,
+            snap: DatasetSnapshot, say: Progress) -> pd.DataFrame:
+    label = snap.label.column
+    columns = [c.name for c in snap.schema_]
+    missing = [f for f in dict.fromkeys(cand.features + base.features + request.settings.segment_columns)
+               if f not in columns]
+    if missing:
+        raise EvaluationRefused(f"snapshot '{snap.name}' has no column {missing[0]!r} that a run or the policy's "
+                                "segments need")
+    frame = read_snapshot_frame(snap, store.data_root, columns)
+    frame = frame[frame[label].notna()].reset_index(drop=True)
+    if frame.empty:
+        raise EvaluationRefused(f"snapshot '{snap.name}' has no labelled rows")
+    frame[label] = frame[label].astype(int)
+    say(0.1, f"scoring {len(frame):,} labelled rows with the candidate")
+    frame["candidate_score"] = load_model(cand, store.data_root).predict_proba(frame[cand.features])[:, 1]
+    say(0.2, "scoring with the baseline")
+    frame["baseline_score"] = load_model(base, store.data_root).predict_proba(frame[base.features])[:, 1]
+    return frame
+
+
+def _compute(store: Store, request: EvaluationRequest, say: Progress) -> EvaluationResult:
+    cand = _run(store, request.candidate_run, request.model)
+    base = _run(store, request.baseline_run, request.model)
+    snap = _snapshot(store, request.evaluation_snapshot, request.model)
+    ref_snap = _snapshot(store, request.reference_snapshot or cand.snapshot, request.model)
+    say(0.02, f"reading snapshot '{snap.name}'")
+    frame = _scored(store, request, cand, base, snap, say)
+    ref_columns = {c.name for c in ref_snap.schema_}
+    features = [f for f in cand.features if f in ref_columns]
+    reference = read_snapshot_frame(ref_snap, store.data_root, features) if features else None
+    say(0.3, "bootstrapping segment deltas")
+    return evaluate(frame, label=snap.label.column, candidate="candidate_score", baseline="baseline_score",
+                    segments=request.settings.segment_columns, settings=request.settings,
+                    candidate_threshold=request.candidate_threshold, baseline_threshold=request.baseline_threshold,
+                    reference=reference, features=features or None, seed=request.seed,
+                    progress=lambda f, t: say(0.3 + 0.7 * f, t))
+
+
+def compute_result(store: Store, request: EvaluationRequest, progress: Progress | None = None) -> EvaluationResult:
+    """Return the computed body for a request, from the cache when these inputs were computed before."""
+    say = progress or (lambda f, t: None)
+    key = request.key()
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            say(1.0, "done (cached)")
+            return _cache[key]
+    result = _compute(store, request, say)
+    with _cache_lock:
+        _cache[key] = result
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return result
+
+
+def _require_model_owner(user: User, model: str, doing: str) -> None:
+    if not user.holds(model, Role.MODEL):
+        raise PermissionError(f"{user.email} does not hold the Model owner role on '{model}', which {doing} needs")
+
+
+class Computed(Frozen):
+    report: EvaluationReport
+    reused: bool
+    line: Text
+
+
+def compute_and_store(store: Store, user: User, request: EvaluationRequest, now: datetime,
+                      progress: Progress | None = None) -> Computed:
+    """Compute a report for a request and store it, or return the stored report with the same inputs."""
+    _require_model_owner(user, request.model, "storing an evaluation")
+    found = stored_match(store, request)
+    if found is not None:
+        return Computed(report=found, reused=True, line=f"Reused stored report {short(found.digest)}: the same "
+                        "runs, snapshot, thresholds, seed and settings were evaluated before")
+    result = compute_result(store, request, progress)
+    cand = _run(store, request.candidate_run, request.model)
+    settings = dict(result.settings_used)
+    settings["reference_snapshot"] = request.reference_snapshot or cand.snapshot
+    report = EvaluationReport(
+        model=request.model, created_by=user.email, created_at=now, candidate_run=request.candidate_run,
+        baseline_run=request.baseline_run, evaluation_snapshot=request.evaluation_snapshot, settings=settings,
+        overall=result.overall, segments=result.segments, calibration=result.calibration,
+        shift_checks=result.shift_checks, regression_suite=result.regression_suite, gate=result.gate,
+        limits=cand.stated_limits)
+    store.put_artifact(report, user.email, now)
+    return Computed(report=report, reused=False, line=f"Stored report {short(report.digest)}: gate "
+                    f"{report.gate.status.value}")
+
+
+# ---------------------------------------------------------------- stated limits and sign-off
+
+
+def parse_limits(text: str) -> list[str]:
+    """Return one stated limit per non-empty line."""
+    limits = [line.strip().lstrip("-*• ").strip() for line in text.splitlines()]
+    limits = [line for line in limits if line]
+    if len(limits) > MAX_LIMITS:
+        raise EvaluationRefused(f"at most {MAX_LIMITS} stated limits, got {len(limits)}")
+    too_long = [i for i, line in enumerate(limits, 1) if len(line) > 1000]
+    if too_long:
+        raise EvaluationRefused(f"limit {too_long[0]} is longer than 1000 characters")
+    return limits
+
+
+def revise_limits(store: Store, user: User, digest: str, text: str, now: datetime) -> EvaluationReport:
+    """Store a new version of a report whose stated limits the Model owner edited; sign-offs bind to the new digest."""
+    report = _report(store, digest)
+    _require_model_owner(user, report.model, "editing the stated limits")
+    limits = parse_limits(text)
+    if limits == report.limits:
+        raise EvaluationRefused("the stated limits are unchanged")
+    revised = EvaluationReport.model_validate({**report.record(), "limits": limits, "created_by": user.email,
+                                               "created_at": now.isoformat()})
+    store.put_artifact(revised, user.email, now)
+    return revised
+
+
+def _report(store: Store, digest: str) -> EvaluationReport:
+    try:
+        report = store.artifact(digest)
+    except NotFound:
+        raise EvaluationRefused(f"no evaluation report {short(digest)} in the store") from None
+    if not isinstance(report, EvaluationReport):
+        raise EvaluationRefused(f"{short(digest)} is a {report.kind}, not an evaluation report")
+    return report
+
+
+class SignoffStatus(Frozen):
+    digest: str
+    status: SignoffState
+    decision: Decision | None = None
+    line: Text
+
+    @property
+    def icon(self) -> str:
+        return {"approved": "pass", "rejected": "fail"}.get(self.status, "pending")
+
+
+def signoff_status(store: Store, digest: str) -> SignoffStatus:
+    """Return where the Model owner's sign-off of a report stands; the newest decision counts."""
+    decisions = store.decisions(subject=digest, gate="evaluation")
+    if not decisions:
+        return SignoffStatus(digest=digest, status="awaiting sign-off",
+                             line="Awaiting the Model owner's sign-off of this report")
+    last = decisions[-1]
+    status: SignoffState = "approved" if last.verdict == Verdict.APPROVE else "rejected"
+    line = f"Signed off ({last.verdict.value}) by {last.user} on {last.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return SignoffStatus(digest=digest, status=status, decision=last,
+                         line=line + (f": {last.comment}" if last.comment else ""))
+
+
+def sign_off(store: Store, user: User, digest: str, verdict: str, comment: str, now: datetime) -> Decision:
+    """Record the Model owner's approve or reject of a report, bound to its digest."""
+    report = _report(store, digest)
+    if verdict not in SIGNOFF_VERDICTS:
+        raise EvaluationRefused(f"a sign-off is {' or '.join(SIGNOFF_VERDICTS)}, not {verdict!r}")
+    if len(comment) > 2000:
+        raise EvaluationRefused("the comment is longer than 2000 characters")
+    return decide_artifact(store, user, report.digest, Verdict(verdict), comment, now)
+
+
+def decisions_frame(store: Store, digest: str) -> pd.DataFrame:
+    """Return every sign-off decision on a report, oldest first."""
+    rows = [{"when": d.at, "who": d.user, "role": d.role.label, "verdict": d.verdict.value, "comment": d.comment}
+            for d in store.decisions(subject=digest, gate="evaluation")]
+    return pd.DataFrame(rows, columns=["when", "who", "role", "verdict", "comment"])
+
+
+def report_caption(store: Store, report: EvaluationReport) -> str:
+    """Return one line on a report: its digest, the releases whose gates read it, and how it was computed."""
+    used_by = in_release(store, report)
+    where = f"read by the gates of {', '.join(used_by)}" if used_by else "not the report an open release reads"
+    return " · ".join([f"Report {short(report.digest)}", where, *settings_lines(report)])
+
+
+def in_release(store: Store, report: EvaluationReport) -> list[str]:
+    """Return the ids of open releases whose gates read this report."""
+    out = []
+    for release in store.releases(report.model, states=OPEN_STATES):
+        candidate = store.artifact(release.candidate)
+        baseline = store.artifact(release.baseline) if release.baseline else None
+        current = current_evaluation(store, candidate, baseline)
+        if current is not None and current.digest == report.digest:
+            out.append(release.id)
+    return out
+
+
+# ---------------------------------------------------------------- tables and downloads
+
+
+def _value(m, metric: str) -> float:
+    v = getattr(m, metric)
+    return np.nan if v is None else float(v)
+
+
+def segments_frame(report: EvaluationReport, metric: str | None = None) -> pd.DataFrame:
+    """Return one row per segment (overall first): status, size, the gated metric's delta and interval, all metrics."""
+    metric = metric or str(report.settings.get("gated_metric", "roc_auc"))
+    label = METRIC_LABELS[metric]
+    rows = []
+    for seg in [report.overall, *report.segments]:
+        d = seg.deltas.get(metric)
+        row: dict[str, Any] = {
+            "segment": seg.segment, "status": seg.status.value, "n": seg.candidate.n,
+            "positives": seg.candidate.positives, f"{label} candidate": _value(seg.candidate, metric),
+            f"{label} baseline": _value(seg.baseline, metric),
+            f"Δ {label}": np.nan if d is None else d.estimate, "CI low": np.nan if d is None else d.low,
+            "CI high": np.nan if d is None else d.high}
+        for other in METRICS:
+            if other == metric:
+                continue
+            lab = METRIC_LABELS[other]
+            row[f"{lab} candidate"] = _value(seg.candidate, other)
+            row[f"{lab} baseline"] = _value(seg.baseline, other)
+            od = seg.deltas.get(other)
+            row[f"Δ {lab}"] = np.nan if od is None else od.estimate
+        row["reason"] = seg.reason
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_choices(report: EvaluationReport) -> tuple[list[str], int]:
+    """Return the metrics a forest plot can show and the position of the gated one."""
+    metrics = [m for m in METRICS if m != "positive_rate"]
+    gated = str(report.settings.get("gated_metric", "roc_auc"))
+    return metrics, metrics.index(gated) if gated in metrics else 0
+
+
+def row_segment(frame: pd.DataFrame, rows: list[int]) -> str | None:
+    """Return the segment of the first selected table row, if any."""
+    return str(frame["segment"].iloc[rows[0]]) if rows and 0 <= rows[0] < len(frame) else None
+
+
+def segment_names(report: EvaluationReport) -> list[str]:
+    return [report.overall.segment, *(s.segment for s in report.segments)]
+
+
+def segment_reason(report: EvaluationReport, segment: str) -> str:
+    return next(s.reason for s in [report.overall, *report.segments] if s.segment == segment)
+
+
+def failing_segments(report: EvaluationReport) -> list[str]:
+    return [s.segment for s in report.segments if s.status.value == "fail"]
+
+
+def calibration_for(report: EvaluationReport, segment: str, strategy: str) -> list[Calibration]:
+    return [c for c in report.calibration if c.segment == segment and c.strategy == strategy]
+
+
+def checks_frame(checks) -> pd.DataFrame:
+    """Return a table of shift checks or regression cases: name, status, reason, the numbers behind it."""
+    rows = [{"check": c.name, "status": c.status.value, "reason": c.reason,
+             "evidence": json.dumps(c.evidence, sort_keys=True, default=str)[:500],
+             "thresholds": json.dumps(c.thresholds, sort_keys=True)} for c in checks]
+    return pd.DataFrame(rows, columns=["check", "status", "reason", "evidence", "thresholds"])
+
+
+def report_json(report: EvaluationReport) -> bytes:
+    """Return the report as the store keeps it, with its digest, for download."""
+    return json.dumps({"digest": report.digest, **report.record()}, indent=2, sort_keys=True).encode("utf-8")
+
+
+def segments_csv(report: EvaluationReport) -> bytes:
+    buffer = io.StringIO()
+    segments_frame(report).to_csv(buffer, index=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+def settings_lines(report: EvaluationReport) -> list[str]:
+    s = report.settings
+    return [f"{s.get('rows', '?'):,} rows; {s.get('bootstrap')} paired bootstrap resamples, seed {s.get('seed')}, "
+            f"{float(s.get('confidence', 0.95)):.0%} intervals" if isinstance(s.get("rows"), int) else
+            f"{s.get('bootstrap')} resamples, seed {s.get('seed')}",
+            f"decision thresholds: candidate {s.get('candidate_threshold')}, baseline {s.get('baseline_threshold')}",
+            f"gate: no segment with n >= {s.get('min_segment_size')} loses more than {s.get('max_segment_drop')} "
+            f"{METRIC_LABELS.get(str(s.get('gated_metric')), s.get('gated_metric'))}",
+            f"bootstrap score groups: {s.get('bootstrap_score_groups', 'n/a')}"]
