@@ -221,6 +221,54 @@ def _send_artifacts(server: str, data: bytes, fmt: str | None) -> list[str]:
         raise CliError(f"cannot reach {url}: {exc.reason}") from None
 
 
+def _evaluation_settings(args, store: Store | None):
+    from .models import EvaluationSettings
+
+    base = store.policy(args.model).evaluation if store is not None and args.model else EvaluationSettings()
+    change = {name: value for name, value in (
+        ("bootstrap", args.bootstrap), ("calibration_bins", args.bins), ("min_segment_size", args.min_segment_size),
+        ("max_segment_drop", args.max_drop), ("gated_metric", args.metric), ("confidence", args.confidence))
+        if value is not None}
+    return EvaluationSettings.model_validate({**base.model_dump(), **change})
+
+
+def cmd_evaluate(args) -> int:
+    """Compute an evaluation report from a scored file; store it when the runs and snapshot are named."""
+    from .evaluations import evaluate_frames, read_table, store_result
+
+    keep = [args.candidate_run, args.baseline_run, args.snapshot]
+    if any(keep) and not all(keep):
+        raise CliError("to store the report give all of --candidate-run, --baseline-run and --snapshot")
+    if any(keep) and not args.model:
+        raise CliError("to store the report give --model too")
+    store = _open(args) if args.model else None
+    settings = _evaluation_settings(args, store)
+    segments = [c.strip() for c in (args.segments or "").split(",") if c.strip()] or settings.segment_columns
+    scores = read_table(args.scores)
+    reference = read_table(args.reference) if args.reference else None
+    cand_thr = args.candidate_threshold if args.candidate_threshold is not None else args.threshold
+    base_thr = args.baseline_threshold if args.baseline_threshold is not None else args.threshold
+    result = evaluate_frames(scores, label=args.label, candidate=args.candidate, baseline=args.baseline,
+                             segments=segments, settings=settings, candidate_threshold=cand_thr,
+                             baseline_threshold=base_thr, reference=reference, weight=args.weight, seed=args.seed,
+                             progress=lambda f, t: print(f"[{f:4.0%}] {t}", file=sys.stderr, flush=True)
+                             if args.progress else None)
+    body = result.model_dump(mode="json")
+    if all(keep):
+        report = store_result(store, result, model=args.model, candidate_run=args.candidate_run,
+                              baseline_run=args.baseline_run, evaluation_snapshot=args.snapshot, actor=args.actor,
+                              now=datetime.now(timezone.utc))
+        body = {"digest": report.digest, **report.record()}
+        print(f"stored evaluation report {report.digest}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(body, indent=2, sort_keys=True))
+    print(f"gate {result.gate.status.value}: {result.gate.reason}")
+    for seg in result.segments:
+        if seg.status.value == "fail":
+            print(f"  fail: {seg.reason}")
+    return 1 if result.gate.status.value == "fail" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m lifecycle", description="Seamline: the ML release desk.")
@@ -291,6 +339,35 @@ def build_parser() -> argparse.ArgumentParser:
     sig_ingest.add_argument("--labels", action="store_true", help="the file holds delayed labels: request_id, label")
     sig_ingest.add_argument("--actor", default="cli", help="who is ingesting (recorded in the audit log)")
     sig_ingest.set_defaults(func=cmd_signals_ingest)
+    ev = sub.add_parser("evaluate", help="compare candidate and baseline scores by segment with paired bootstrap "
+                        "intervals; exit 1 when the segment gate fails")
+    ev.add_argument("--scores", required=True, help="Parquet or CSV: label, both scores, segment columns, features")
+    ev.add_argument("--label", required=True, help="0/1 label column")
+    ev.add_argument("--candidate", required=True, help="candidate score column, in [0, 1]")
+    ev.add_argument("--baseline", required=True, help="baseline score column, in [0, 1]")
+    ev.add_argument("--segments", help="segment columns, comma-separated; several are also crossed (default: the "
+                    "policy's with --model)")
+    ev.add_argument("--reference", help="Parquet or CSV reference window for the shift checks")
+    ev.add_argument("--weight", help="optional row weight column")
+    ev.add_argument("--bootstrap", type=int, help="paired bootstrap resamples (default 1000 or the policy's)")
+    ev.add_argument("--seed", type=int, default=0, help="the same seed gives the same report")
+    ev.add_argument("--threshold", type=float, default=0.5, help="decision threshold of both models")
+    ev.add_argument("--candidate-threshold", type=float, help="the candidate's own decision threshold")
+    ev.add_argument("--baseline-threshold", type=float, help="the baseline's own decision threshold")
+    ev.add_argument("--bins", type=int, help="calibration bins")
+    ev.add_argument("--min-segment-size", type=int, help="segments smaller than this are inconclusive")
+    ev.add_argument("--max-drop", type=float, help="x in 'no segment loses more than x'")
+    ev.add_argument("--metric", help="gated metric: roc_auc, pr_auc, log_loss, brier, ece, precision or recall")
+    ev.add_argument("--confidence", type=float, help="interval level, e.g. 0.95")
+    ev.add_argument("--out", help="write the report as JSON here")
+    ev.add_argument("--model", help="read the policy's evaluation settings (and slices, regression cases) from the "
+                    "store")
+    ev.add_argument("--candidate-run", help="with --baseline-run and --snapshot: store the report against them")
+    ev.add_argument("--baseline-run")
+    ev.add_argument("--snapshot", help="the evaluation snapshot the scores come from")
+    ev.add_argument("--actor", default="cli", help="who stores the report (recorded in the audit log)")
+    ev.add_argument("--progress", action="store_true", help="print progress to stderr")
+    ev.set_defaults(func=cmd_evaluate)
     sub.choices["ingest"].add_argument("--server", help="send to a running Seamline server's API (e.g. "
                                        "http://127.0.0.1:8501) with the token in SEAMLINE_TOKEN; the actor "
                                        "recorded is the token's name")

@@ -461,3 +461,57 @@ def settings_lines(report: EvaluationReport) -> list[str]:
             f"gate: no segment with n >= {s.get('min_segment_size')} loses more than {s.get('max_segment_drop')} "
             f"{METRIC_LABELS.get(str(s.get('gated_metric')), s.get('gated_metric'))}",
             f"bootstrap score groups: {s.get('bootstrap_score_groups', 'n/a')}"]
+
+
+# ---------------------------------------------------------------- files (the `evaluate` command)
+
+
+def read_table(path) -> pd.DataFrame:
+    """Read a scored evaluation set or a reference window from Parquet or CSV."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise EvaluationRefused(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if suffix == ".csv":
+            return pd.read_csv(p)
+    except (OSError, ValueError) as exc:
+        raise EvaluationRefused(f"{p.name}: cannot be read ({str(exc).splitlines()[0]})") from None
+    raise EvaluationRefused(f"{p.name}: expected a .parquet or .csv file")
+
+
+def evaluate_frames(scores: pd.DataFrame, *, label: str, candidate: str, baseline: str, segments: list[str],
+                    settings: EvaluationSettings, candidate_threshold: float, baseline_threshold: float,
+                    reference: pd.DataFrame | None = None, weight: str | None = None, seed: int = 0,
+                    progress: Progress | None = None) -> EvaluationResult:
+    """Evaluate a scored set the caller read; shift checks on the features the reference window shares with it."""
+    features = None
+    if reference is not None:
+        skip = {label, candidate, baseline, weight}
+        features = [c for c in scores.columns if c in reference.columns and c not in skip
+                    and not pd.api.types.is_datetime64_any_dtype(scores[c].dtype)]
+        if not features:
+            raise EvaluationRefused("the reference window shares no feature column with the scored set")
+    return evaluate(scores, label=label, candidate=candidate, baseline=baseline, segments=segments,
+                    settings=settings, candidate_threshold=candidate_threshold,
+                    baseline_threshold=baseline_threshold, reference=reference, features=features, seed=seed,
+                    weight=weight, progress=progress)
+
+
+def store_result(store: Store, result: EvaluationResult, *, model: str, candidate_run: str, baseline_run: str,
+                 evaluation_snapshot: str, actor: str, now: datetime) -> EvaluationReport:
+    """Store a computed body as an evaluation report of two recorded runs on a recorded snapshot."""
+    cand = _run(store, candidate_run, model)
+    _run(store, baseline_run, model)
+    _snapshot(store, evaluation_snapshot, model)
+    report = EvaluationReport(
+        model=model, created_by=actor, created_at=now, candidate_run=candidate_run, baseline_run=baseline_run,
+        evaluation_snapshot=evaluation_snapshot, settings=result.settings_used, overall=result.overall,
+        segments=result.segments, calibration=result.calibration, shift_checks=result.shift_checks,
+        regression_suite=result.regression_suite, gate=result.gate, limits=cand.stated_limits)
+    store.put_artifact(report, actor, now)
+    return report
