@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from lifecycle.demo import build_demo
-from lifecycle.identity import User, demo_users, user_for
+from lifecycle.identity import GroupRoles, TeamConfigError, User, claim_groups, demo_users, load_group_roles, user_for
 from lifecycle.models import CheckResult, Model, short
 from lifecycle.store import Store, db_path, shared_store
 
@@ -59,6 +59,12 @@ def ensure_demo() -> None:
     st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def group_roles() -> GroupRoles:
+    """Return the groups -> roles mapping of config/team.yaml (read once per process; same for every user)."""
+    return load_group_roles()
+
+
 def auth_configured() -> bool:
     """Tell whether .streamlit/secrets.toml has an [auth] section (real sign-in)."""
     try:
@@ -72,15 +78,21 @@ def current_user() -> User:
     s = store()
     if auth_configured():
         if not st.user.get("is_logged_in", False):
-            st.title("Seamline")
-            st.write("Sign in to review releases.")
-            if st.button("Log in", key="login"):
-                st.login()
+            # Register only the sign-in page: a deep link then lands here too, never on a page file.
+            st.navigation([st.Page(_sign_in, title="Sign in", url_path="sign-in", default=True)],
+                          position="hidden").run()
             st.stop()
         email = str(st.user.get("email") or st.user.get("sub"))
-        user = user_for(s, email, str(st.user.get("name") or email))
+        try:
+            mapping = group_roles()
+        except TeamConfigError as exc:
+            st.error(f"Sign-in is configured but the team file cannot be used: {plain(exc)}")
+            st.stop()
+        user = user_for(s, email, str(st.user.get("name") or email), groups=claim_groups(st.user.to_dict(), mapping),
+                        mapping=mapping)
         with st.sidebar:
-            st.caption(f"Signed in as **{plain(user.name)}** ({plain(user.email)})")
+            st.caption(f"Signed in as **{plain(user.name)}** ({plain(user.email)}) · "
+                       f"{plain(user.role_summary())}")
             if st.button("Log out", key="logout"):
                 st.logout()
         return user
@@ -99,6 +111,13 @@ def current_user() -> User:
     with st.sidebar:
         st.caption(":material/science: **Demo identity** — no sign-in is configured; pick who you act as.")
     return users[email]
+
+
+def _sign_in() -> None:
+    st.title("Seamline")
+    st.write("Sign in to review releases.")
+    if st.button("Log in", key="login"):
+        st.login()
 
 
 def _remember_identity() -> None:
@@ -127,12 +146,18 @@ def _remember_model() -> None:
 
 
 def user() -> User:
-    """Return the current user as set by app.py for this run."""
+    """Return the current user as set by app.py for this run; a page run without app.py stops here."""
+    if "_user" not in st.session_state:
+        st.warning("Open Seamline from its start page: this page needs the identity it sets.")
+        st.stop()
     return st.session_state["_user"]
 
 
 def model() -> Model:
-    """Return the selected model as set by app.py for this run."""
+    """Return the selected model as set by app.py for this run; a page run without app.py stops here."""
+    if "_model" not in st.session_state:
+        user()
+        st.stop()
     return st.session_state["_model"]
 
 

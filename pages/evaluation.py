@@ -84,7 +84,6 @@ with seg_tab:
         st.session_state[seg_key] = report.overall.segment
     for name in ev.failing_segments(report):
         st.markdown(f"{ui.ICONS['fail']} {ui.plain(ev.segment_reason(report, name))}")
-    st.caption("Click a segment in the forest plot or a row of the table to see its reliability diagram.")
     event = st.plotly_chart(forest_figure(report, metric, st.session_state[seg_key]), on_select="rerun",
                             key=f"evaluation_forest_{metric}", selection_mode="points", width="stretch")
     frame = ev.segments_frame(report, metric)
@@ -100,7 +99,7 @@ with seg_tab:
                         "application/json", key="evaluation_download_json", icon=":material/download:")
     two.download_button("Segment table (CSV)", ev.segments_csv(report), f"evaluation-{short(digest)}-segments.csv",
                         "text/csv", key="evaluation_download_csv", icon=":material/download:")
-    segment = st.selectbox("Segment", names, key=seg_key)
+    segment = st.selectbox("Segment (or click one in the forest plot or the table)", names, key=seg_key)
     strategy = st.radio("Bins", ["uniform", "quantile"], horizontal=True, key="evaluation_bins",
                         format_func={"uniform": "fixed width", "quantile": "equal mass"}.get)
     st.plotly_chart(reliability_figure(ev.calibration_for(report, segment, strategy), segment),

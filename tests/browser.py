@@ -36,15 +36,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(db: Path, target: str = "app.py", extra_env: dict | None = None):
+def server(db: Path, target: str = "app.py", extra_env: dict | None = None, port: int | None = None,
+           args: tuple[str, ...] = ()):
     """Run `streamlit run` on a free port over the given store; yield the base URL; stop it by PID."""
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "SEAMLINE_DB": str(db), **(extra_env or {})}
     log = open(db.parent / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", target, "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+         "--server.fileWatcherType", "none", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
