@@ -383,3 +383,33 @@ def test_an_existing_case_id_is_a_conflict_and_writes_nothing(client, live, toke
     assert response.status_code in (409, 422)
     assert "c-1" in response.json()["errors"][0]["message"]
     assert written(live) == before
+
+
+# ---------------------------------------------------------------- schemathesis against the OpenAPI document
+
+
+def test_no_request_generated_from_the_openapi_document_makes_the_server_fail(live, tokens):
+    """Bodies generated from the document, valid and invalid, per operation: never a 5xx, always JSON errors."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", Starlette(routes=api.routes(live.path)))
+    seen = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if operation.method.upper() == "POST" else [])
+        for mode in modes:  # a GET without parameters has no invalid request to generate
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            def check(case):
+                response = case.call(headers=bearer(tokens["all"]))
+                seen.append((operation.label, response.status_code))
+                assert response.status_code < 500, (operation.label, response.text)
+                if response.status_code >= 400:
+                    assert response.json()["errors"], response.text
+            check()
+
+    labels = {label for label, _ in seen}
+    assert {"POST /api/v1/artifacts", "POST /api/v1/signals", "POST /api/v1/escalations"} <= labels
+    assert any(code >= 400 for _, code in seen) and any(code < 300 for _, code in seen)
