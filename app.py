@@ -38,4 +38,5 @@ navigation = st.navigation(PAGES)
 with st.sidebar:
     me = st.session_state["_user"]
     st.caption(f"Your roles on this model: {ui.plain(me.role_labels(st.session_state['_model'].id))}")
+    ui.clock_notice()
 navigation.run()

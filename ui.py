@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 
 import streamlit as st
 
@@ -33,8 +33,15 @@ def store() -> Store:
 
 
 def now() -> datetime:
-    """Return the current UTC time; pages pass it to lifecycle functions."""
-    return datetime.now(timezone.utc)
+    """Return the store's time (the wall clock, or a demo store's own clock); pages pass it to lifecycle."""
+    return store().now()
+
+
+def clock_notice() -> None:
+    """Say so when the store keeps its own clock (the demo), and what it reads."""
+    clock = store().clock()
+    if clock is not None:
+        st.caption(f":material/schedule: **Store clock** {now():%Y-%m-%d %H:%M} UTC — {plain(clock[2])}")
 
 
 def plain(text: object) -> str:

@@ -9,7 +9,6 @@ nothing. Decisions are never taken here: approving, rejecting and waiving belong
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -82,10 +81,6 @@ def _parse(raw: bytes, limit: int) -> Any:
 
 def _auth(store: Store, request: Request, scope: TokenScope | None = None, model: str | None = None):
     return authenticate(store, request.headers.get("authorization"), model=model, scope=scope)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # ---------------------------------------------------------------- the work, run in a worker thread
@@ -185,14 +180,14 @@ def submit_signals(store: Store, request_auth: Callable, obj: Any) -> dict:
         if "window_minutes" in obj:
             raise IngestError([("window_minutes", "only for a prediction log (rows or columns)")])
         result = monitoring.ingest_windows(store, release_id, {"release": release_id, "windows": obj["windows"]},
-                                           actor=token.name, now=_now())
+                                           actor=token.name, now=store.now())
     else:
         minutes = obj.get("window_minutes", monitoring.WINDOW_MINUTES)
         if isinstance(minutes, bool) or not isinstance(minutes, int):
             raise IngestError([("window_minutes", "must be an integer number of minutes")])
         frame = log_frame(obj)
         result = monitoring.ingest_prediction_log(store, release_id, frame, window_minutes=minutes,
-                                                  actor=token.name, now=_now())
+                                                  actor=token.name, now=store.now())
     return {**result.model_dump(mode="json"), "actor": token.name}
 
 
@@ -209,7 +204,7 @@ def submit_escalations(store: Store, request_auth: Callable, obj: Any) -> dict:
                for i, c in enumerate(cases) if c.model != token.model]
     if foreign:
         raise ApiError(403, foreign)
-    outcome = ingest_escalations(store, obj, actor=token.name, now=_now())
+    outcome = ingest_escalations(store, obj, actor=token.name, now=store.now())
     return {"stored": outcome.stored, "labels_applied": outcome.labels_applied, "message": outcome.message,
             "actor": token.name}
 
@@ -220,7 +215,7 @@ def release_status(store: Store, request_auth: Callable, release_id: str) -> dic
 
     release = store.release(release_id)
     request_auth(None, release.model)
-    result = review(store, release_id, _now())
+    result = review(store, release_id, store.now())
     return {
         "id": release.id, "model": release.model, "state": release.state.value, "version": release.version,
         "candidate": release.candidate, "baseline": release.baseline, "verdict": result.verdict,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -80,7 +79,7 @@ def cmd_release_status(args) -> int:
 
     store = _open(args)
     find_release(store, args.release)
-    rv = review(store, args.release, datetime.now(timezone.utc))
+    rv = review(store, args.release, store.now())
     print(f"{rv.evidence.release.id}: {rv.evidence.release.state.value} — {rv.line}")
     for r in rv.results:
         who = f" [{r.who_must_act.label}]" if r.who_must_act else ""
@@ -101,7 +100,7 @@ def cmd_snapshot_create(args) -> int:
     if not Path(args.data).exists():
         raise CliError(f"--data: {args.data}: no such file")
     store = _open(args)
-    created = create_snapshot_from_file(store, Path(args.data), manifest.read_bytes(), datetime.now(timezone.utc),
+    created = create_snapshot_from_file(store, Path(args.data), manifest.read_bytes(), store.now(),
                                         actor=args.actor)
     print(created.digest)
     print(created.line)
@@ -128,7 +127,8 @@ def cmd_escalations_ingest(args) -> int:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     fmt = "csv" if path.suffix.lower() == ".csv" else "json" if path.suffix.lower() == ".json" else None
-    outcome = ingest_escalations(_open(args), path.read_bytes(), args.actor, datetime.now(timezone.utc), fmt=fmt)
+    store = _open(args)
+    outcome = ingest_escalations(store, path.read_bytes(), args.actor, store.now(), fmt=fmt)
     print(outcome.message)
     for evaluation in outcome.evaluations:
         for change in evaluation.changes:
@@ -142,7 +142,7 @@ def cmd_triggers_evaluate(args) -> int:
 
     store = _open(args)
     store.model(args.model)
-    evaluation = evaluate_triggers(store, args.model, datetime.now(timezone.utc), args.actor)
+    evaluation = evaluate_triggers(store, args.model, store.now(), args.actor)
     for v in evaluation.verdicts:
         print(f"  {'fires' if v.fired else v.status.value:12} {v.rule.id}: {v.reason}")
     for change in evaluation.changes:
@@ -160,7 +160,7 @@ def cmd_train(args) -> int:
         raise CliError(f"--spec: {path}: no such file")
     spec = parse_spec(path.read_bytes(), "json" if path.suffix == ".json" else "yaml")
     store = _open(args)
-    run = run_spec(store, spec, now=datetime.now(timezone.utc),
+    run = run_spec(store, spec, now=store.now(),
                    progress=lambda f, t: print(f"[{f:4.0%}] {t}", file=sys.stderr, flush=True))
     print(json.dumps({"run": run.digest, "model_artifact": run.model_artifact.model_dump(),
                       "validation_metrics": run.validation_metrics, "duration_s": run.duration_s}, indent=2))
@@ -172,7 +172,7 @@ def cmd_reproduce(args) -> int:
     from .runs import check_reproducibility
 
     store = _open(args)
-    result = check_reproducibility(store, store.artifact(args.run).digest, args.actor, datetime.now(timezone.utc),
+    result = check_reproducibility(store, store.artifact(args.run).digest, args.actor, store.now(),
                                    progress=lambda f, t: print(f"[{f:4.0%}] {t}", file=sys.stderr, flush=True))
     print(f"{result.status.value}: {result.reason}")
     return 0 if result.status.value == "pass" else 1
@@ -184,7 +184,7 @@ def cmd_signals_ingest(args) -> int:
 
     store = _open(args)
     result = ingest_file(store, args.release, args.file, window_minutes=args.window_minutes, labels=args.labels,
-                         actor=args.actor, now=datetime.now(timezone.utc))
+                         actor=args.actor, now=store.now())
     print(f"{result.release}: {result.message}")
     if result.batch:
         print(result.batch)
@@ -257,7 +257,7 @@ def cmd_evaluate(args) -> int:
     if all(keep):
         report = store_result(store, result, model=args.model, candidate_run=args.candidate_run,
                               baseline_run=args.baseline_run, evaluation_snapshot=args.snapshot, actor=args.actor,
-                              now=datetime.now(timezone.utc))
+                              now=store.now())
         body = {"digest": report.digest, **report.record()}
         print(f"stored evaluation report {report.digest}")
     if args.out:

@@ -417,6 +417,9 @@ def build_demo(store: Store, data_dir: Path | None = None, seed: int = DEMO_SEED
     store.put_escalations(cases, p["ana"].email, _at(1))
     evaluate_triggers(store, "card-fraud", NOW, actor="seamline-demo")
     evaluate_triggers(store, "churn", NOW, actor="seamline-demo")  # the halted canary's EU fallbacks -> Platform
+    # The data was generated for NOW: the store's clock starts there, so the story stays current however late
+    # it is opened (trigger windows, staleness, canary durations all read the store's clock).
+    store.set_clock(NOW, f"demo store: generated for {NOW:%Y-%m-%d %H:%M} UTC; the clock runs on from there")
     say(1.0, "demo ready")
     return out
 

@@ -132,6 +132,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE api_tokens (name VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL UNIQUE, model VARCHAR NOT NULL,
             revoked_at TIMESTAMPTZ, body VARCHAR NOT NULL);
     """),
+    # A store whose data was generated for a fixed moment (the demo) keeps its own clock: it reads `anchor`
+    # when the wall clock read `started`, and runs at the wall clock's rate from there.
+    ("store clock", """
+        CREATE TABLE store_clock (id INTEGER PRIMARY KEY CHECK (id = 1), anchor TIMESTAMPTZ NOT NULL,
+            started TIMESTAMPTZ NOT NULL, reason VARCHAR NOT NULL);
+    """),
 ]
 
 
@@ -148,6 +154,30 @@ class Store:
         # would otherwise answer concurrent appends with conflicts to retry.
         self._write_lock = threading.RLock()
         self.migrate()
+
+    # ------------------------------------------------------------ the store's clock
+
+    def set_clock(self, anchor: datetime, reason: str, started: datetime | None = None) -> None:
+        """Make this store's clock read `anchor` now (or at `started`) and run on from there."""
+        started = started or datetime.now(timezone.utc)
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM store_clock")
+            cur.execute("INSERT INTO store_clock VALUES (1, ?, ?, ?)", [anchor, started, reason])
+        self._clock = (anchor, started, reason)
+
+    def clock(self) -> tuple[datetime, datetime, str] | None:
+        """Return (anchor, started, reason) when this store keeps its own clock, else None."""
+        if not hasattr(self, "_clock"):
+            rows = self._rows("SELECT anchor, started, reason FROM store_clock")
+            self._clock = (rows[0][0].astimezone(timezone.utc), rows[0][1].astimezone(timezone.utc), rows[0][2]) \
+                if rows else None
+        return self._clock
+
+    def now(self) -> datetime:
+        """Return the time decisions and submissions are stamped with: the wall clock, or the store's own."""
+        wall = datetime.now(timezone.utc)
+        clock = self.clock()
+        return wall if clock is None else clock[0] + (wall - clock[1])
 
     @property
     def data_root(self) -> Path:

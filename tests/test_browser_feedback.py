@@ -1,6 +1,5 @@
 """Browser journey of the feedback loop: an analyst bulk-triages a segment's cases; the backlog shows the result."""
 
-from datetime import datetime, timezone
 
 import pytest
 
@@ -37,7 +36,7 @@ def test_an_analyst_bulk_triages_one_segment_and_the_backlog_shows_the_retrain_i
                                                                                                       tmp_path):
     store = Store(demo_copy)
     queue = queue_frame(store, QueueFilter(model="card-fraud", segments=[SEGMENT], statuses=["open"],
-                                           types=["escalation"]), datetime.now(timezone.utc))
+                                           types=["escalation"]), store.now())
     chosen = queue["case_id"].tolist()[:5]
     retrain = next(i for i in store.backlog("card-fraud") if i.type.value == "retrain_model")
     store.close()

@@ -46,7 +46,7 @@ def test_the_regressing_demo_segment_is_shown_failing_and_focused(start):
     at = start("kenji@seamline.example")
 
     text = _text(at)
-    assert "Segment gate" in text and f"fails 'no segment loses more than 0.01'" in text
+    assert "Segment gate" in text and "fails 'no segment loses more than 0.01'" in text
     assert f"{APAC_MOBILE}: AUC 0.772 -> 0.667" in text
     table = at.dataframe[0].value
     assert table.loc[table["segment"] == APAC_MOBILE, "status"].item() == "fail"

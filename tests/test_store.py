@@ -165,3 +165,22 @@ def test_concurrent_writers_lose_nothing_and_keep_the_chain(store, chain):
 
     assert store.counts()["audit"] == before + 200
     assert store.verify_audit()[0]
+
+
+def test_a_store_keeps_the_wall_clock_until_it_is_given_its_own(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from lifecycle.store import Store
+
+    s = Store(tmp_path / "clock.duckdb")
+    assert s.clock() is None and abs((s.now() - datetime.now(timezone.utc)).total_seconds()) < 5
+
+    anchor = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
+    s.set_clock(anchor, "generated for 2026-11-20", started=datetime.now(timezone.utc) - timedelta(hours=2))
+    s.close()
+    again = Store(tmp_path / "clock.duckdb")
+
+    elapsed = again.now() - anchor
+    assert timedelta(hours=2) <= elapsed < timedelta(hours=2, seconds=30)
+    assert again.clock()[2] == "generated for 2026-11-20"
+    again.close()
