@@ -141,6 +141,38 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
+class _Shared:
+    """Per database file: the write lock, and caches dropped when their table changes or a transaction rolls back:
+    the audit head (read and written under the lock), the model ids, tokens by the hash of their secret."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.head: tuple[int, str] | None = None
+        self.head_stored = False  # whether audit_head has its row yet
+        self.head_dirty = False  # the head moved in the open transaction: written once, before its commit
+        self.model_ids: frozenset[str] | None = None
+        self.tokens: dict[str, ApiToken | None] = {}
+
+    def forget(self) -> None:
+        """Drop the caches (another process may have written the file since they were filled)."""
+        with self.lock:
+            self.head, self.head_dirty, self.model_ids, self.tokens = None, False, None, {}
+
+
+_STATE: dict[str, _Shared] = {}
+_STATE_LOCK = threading.Lock()
+
+
+def _shared_state(path: str) -> _Shared:
+    if path == ":memory:":
+        return _Shared()  # every in-memory connection is a database of its own
+    key = str(Path(path).resolve())
+    with _STATE_LOCK:
+        state = _STATE.setdefault(key, _Shared())
+    state.forget()  # opening the file: whatever was cached may predate another process's writes
+    return state
+
+
 class Store:
     """The one gateway to the DuckDB file; safe to share across threads (a cursor per call)."""
 
@@ -152,7 +184,10 @@ class Store:
         self._con.execute("SET enable_progress_bar = false")
         # One writer at a time inside this process: the audit chain needs a total order, and DuckDB
         # would otherwise answer concurrent appends with conflicts to retry.
-        self._write_lock = threading.RLock()
+        # Every Store over the same file in this process shares one write lock and the caches of what only
+        # this process writes (it owns the file): DuckDB hands them the same database.
+        self._shared = _shared_state(self.path)
+        self._write_lock = self._shared.lock
         self.migrate()
 
     # ------------------------------------------------------------ the store's clock
@@ -202,9 +237,11 @@ class Store:
             cur.begin()
             try:
                 yield cur
+                self._write_head(cur)
                 cur.commit()
             except BaseException:
                 cur.rollback()
+                self._shared.head, self._shared.head_dirty = None, False  # the moved head did not land
                 raise
             finally:
                 cur.close()
@@ -252,15 +289,30 @@ class Store:
     # ------------------------------------------------------------ audit
 
     def _audit(self, cur, actor: str, action: str, subject: str, detail: dict, at: datetime) -> AuditEvent:
-        head = cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        shared = self._shared
+        if shared.head is None:
+            head = cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            shared.head, shared.head_stored = ((head[0], head[1]), True) if head else ((0, GENESIS), False)
+        seq, prev = shared.head[0] + 1, shared.head[1]
         detail = json.loads(canonical_json(detail))
         digest = AuditEvent.compute_hash(seq, at, actor, action, subject, detail, prev)
         cur.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [seq, at, actor, action, subject, canonical_json(detail), prev, digest])
-        cur.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", [seq, digest])
+        shared.head, shared.head_dirty = (seq, digest), True
         return AuditEvent(seq=seq, at=at, actor=actor, action=action, subject=subject, detail=detail,
                           prev_hash=prev, hash=digest)
+
+    def _write_head(self, cur) -> None:
+        """Move audit_head to the last entry appended in this transaction (one write however many entries)."""
+        shared = self._shared
+        if not shared.head_dirty:
+            return
+        if shared.head_stored:
+            cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", list(shared.head))
+        else:
+            cur.execute("INSERT INTO audit_head VALUES (1, ?, ?)", list(shared.head))
+            shared.head_stored = True
+        shared.head_dirty = False
 
     def audit(self, actor: str, action: str, subject: str, detail: dict | None = None,
               at: datetime | None = None) -> AuditEvent:
@@ -305,6 +357,7 @@ class Store:
     def put_model(self, model: Model, actor: str = "system", at: datetime | None = None) -> None:
         """Create or update a model (use case) and its named owners, and their team roles."""
         at = at or utcnow()
+        self._shared.model_ids = None
         with self.transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", [model.id, model.model_dump_json()])
             cur.execute("DELETE FROM team WHERE model = ?", [model.id])
@@ -363,15 +416,18 @@ class Store:
 
     def _put_artifact(self, cur, artifact: Artifact, actor: str, at: datetime, batch: set[str]) -> bool:
         digest = artifact.digest
-        if cur.execute("SELECT 1 FROM artifacts WHERE digest = ?", [digest]).fetchone():
+        parents = artifact.parents()
+        wanted = [digest, *(p for p in parents.values() if p not in batch)]
+        marks = ", ".join("?" * len(wanted))
+        found = {r[0] for r in cur.execute(f"SELECT digest FROM artifacts WHERE digest IN ({marks})",
+                                           wanted).fetchall()}
+        if digest in found:
             return False
-        for field, parent in artifact.parents().items():
-            if parent in batch:
-                continue
-            if not cur.execute("SELECT 1 FROM artifacts WHERE digest = ?", [parent]).fetchone():
+        for field, parent in parents.items():
+            if parent not in batch and parent not in found:
                 raise MissingParent(f"{artifact.kind}.{field}: parent {parent[:12]}… is not in the store; "
                                     "ingest it first")
-        if not cur.execute("SELECT 1 FROM models WHERE id = ?", [artifact.model]).fetchone():
+        if artifact.model not in self._models_in(cur):
             raise NotFound(f"{artifact.kind}.model: no model '{artifact.model}'")
         cur.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                     [digest, artifact.kind, artifact.model, artifact.created_at, at,
@@ -382,6 +438,11 @@ class Store:
             self._put_windows(cur, artifact, digest)
         self._audit(cur, actor, f"{artifact.kind}.put", digest, {"model": artifact.model}, at)
         return True
+
+    def _models_in(self, cur) -> frozenset[str]:
+        if self._shared.model_ids is None:
+            self._shared.model_ids = frozenset(r[0] for r in cur.execute("SELECT id FROM models").fetchall())
+        return self._shared.model_ids
 
     def _put_windows(self, cur, signals, digest: str) -> None:
         # Batches are numbered in write order (under the write lock): the newest version of a window wins.
@@ -715,6 +776,7 @@ class Store:
 
     def put_api_token(self, token: ApiToken, actor: str) -> ApiToken:
         """Store a new token (its hash only); a name in use is refused."""
+        self._shared.tokens.clear()
         with self.transaction() as cur:
             if cur.execute("SELECT 1 FROM api_tokens WHERE name = ?", [token.name]).fetchone():
                 raise StoreError(f"a token named '{token.name}' exists already; pick another name")
@@ -728,11 +790,16 @@ class Store:
 
     def api_token_by_hash(self, sha256: str) -> ApiToken | None:
         """Return the token stored under a secret's sha256, revoked or not; None when unknown."""
-        rows = self._rows("SELECT body FROM api_tokens WHERE sha256 = ?", [sha256])
-        return ApiToken.model_validate_json(rows[0][0]) if rows else None
+        if sha256 not in self._shared.tokens:
+            rows = self._rows("SELECT body FROM api_tokens WHERE sha256 = ?", [sha256])
+            if len(self._shared.tokens) > 10_000:  # guessed secrets must not grow the cache without bound
+                self._shared.tokens.clear()
+            self._shared.tokens[sha256] = ApiToken.model_validate_json(rows[0][0]) if rows else None
+        return self._shared.tokens[sha256]
 
     def revoke_api_token(self, name: str, actor: str, at: datetime) -> ApiToken:
         """Revoke a token by name; it stays stored (and audited) but no longer authenticates."""
+        self._shared.tokens.clear()
         with self.transaction() as cur:
             row = cur.execute("SELECT body FROM api_tokens WHERE name = ?", [name]).fetchone()
             if not row:
