@@ -2,7 +2,9 @@
 
 Phases: artifact submissions (one artifact per request), prediction-log rows (batches in `columns` form), then
 kill -9 of the server in the middle of a stream of submissions, repeated, checking every acknowledged submission.
-Usage: .venv/bin/python bench/bench_api.py [--procs 4] [--seconds 10] [--batch 5000] [--kill-rounds 10]
+Signal batches move forward in time as a live stream does (--replay also measures batches that all cover the same
+hours, each re-aggregating every row stored so far in those windows); their bodies are built before the clock starts.
+Usage: .venv/bin/python bench/bench_api.py [--procs 4] [--seconds 10] [--batch 5000] [--kill-rounds 10] [--replay]
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from apikit import LIVE, columns_of, issue, live_release, log_rows, make_chain, seed_models, snapshot_body, \
+from apikit import LIVE, LIVE0, columns_of, issue, live_release, log_rows, make_chain, seed_models, snapshot_body, \
     start_server, stop_server  # noqa: E402
 from lifecycle.store import Store  # noqa: E402
 
@@ -38,37 +41,54 @@ def post(base: str, path: str, body: bytes, secret: str) -> int:
         return exc.code
 
 
-def worker(kind: str, base: str, secret: str, seconds: float, batch: int, k: int, out: mp.Queue) -> None:
+def _signal_body(batch: int, k: int, i: int, replay: bool) -> bytes:
+    # A live stream moves forward in time: batch i of process k covers its own span of the log. With --replay
+    # every batch covers the same hours, so each one re-aggregates every row stored so far in those windows.
+    start = LIVE0 if replay else LIVE0 + timedelta(seconds=7 * batch * (i * 16 + k))  # up to 16 processes
+    rows = log_rows(batch, start=start, prefix=f"b{k}-{i}")
+    return json.dumps({"release": LIVE, "columns": columns_of(rows)}).encode()
+
+
+def worker(kind: str, base: str, secret: str, seconds: float, batch: int, k: int, replay: bool,
+           out: mp.Queue) -> None:
     latencies, accepted, i = [], 0, 0
-    end = time.time() + seconds
+    # Signal bodies are built before the clock starts, so the clients' JSON encoding does not compete for the
+    # two cores with the server being measured.
+    ready = [_signal_body(batch, k, j, replay) for j in range(max(2, int(seconds * 150_000 / batch / 4)))] \
+        if kind == "signals" else []
+    started = time.time()
+    end = started + seconds
     while time.time() < end:
         if kind == "artifacts":
             body = json.dumps(snapshot_body(k * 10_000_000 + i)).encode()
+        elif i < len(ready):
+            body = ready[i]
         else:
-            body = json.dumps({"release": LIVE, "columns": columns_of(log_rows(batch, prefix=f"b{k}-{i}"))}).encode()
+            break
         t = time.perf_counter()
         status = post(base, "artifacts" if kind == "artifacts" else "signals", body, secret)
         latencies.append(time.perf_counter() - t)
         if status == 201:
             accepted += 1 if kind == "artifacts" else batch
         i += 1
-    out.put((accepted, latencies))
+    out.put((accepted, latencies, started, time.time()))
 
 
-def phase(kind: str, base: str, secret: str, procs: int, seconds: float, batch: int) -> None:
+def phase(kind: str, base: str, secret: str, procs: int, seconds: float, batch: int, replay: bool = False) -> None:
     out: mp.Queue = mp.Queue()
-    started = time.time()
-    ps = [mp.Process(target=worker, args=(kind, base, secret, seconds, batch, k, out)) for k in range(procs)]
+    ps = [mp.Process(target=worker, args=(kind, base, secret, seconds, batch, k, replay, out))
+          for k in range(procs)]
     for p in ps:
         p.start()
     results = [out.get() for _ in ps]
     for p in ps:
         p.join()
-    elapsed = time.time() - started
-    accepted = sum(a for a, _ in results)
-    lat = sorted(x for _, ls in results for x in ls)
+    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+    accepted = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
     p95 = lat[int(0.95 * (len(lat) - 1))] * 1000 if lat else float("nan")
-    unit = "artifact submissions" if kind == "artifacts" else f"signal rows (batches of {batch:,})"
+    unit = "artifact submissions" if kind == "artifacts" else (f"signal rows (batches of {batch:,}, "
+                                                                 f"{'replaying the same hours' if replay else 'moving forward in time'})")
     print(f"{kind:9s}: {accepted / elapsed:10,.0f} accepted {unit}/s over {elapsed:.1f} s with {procs} processes; "
           f"{len(lat):,} requests, p95 latency {p95:.0f} ms", flush=True)
 
@@ -109,6 +129,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batch", type=int, default=5000, help="prediction-log rows per signals request")
     parser.add_argument("--kill-rounds", type=int, default=10)
+    parser.add_argument("--replay", action="store_true", help="also measure batches that all cover the same hours")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="seamline-bench-api-"))
     db = str(workdir / "seamline.duckdb")
@@ -121,6 +142,8 @@ def main() -> None:
     try:
         phase("artifacts", base, secret, args.procs, args.seconds, args.batch)
         phase("signals", base, secret, args.procs, args.seconds, args.batch)
+        if args.replay:
+            phase("signals", base, secret, args.procs, args.seconds, args.batch, replay=True)
     finally:
         stop_server(proc)
     kill_rounds(db, secret, args.kill_rounds, workdir)

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .ingest import IngestError, ingest, parse_document, validate_artifacts
+from .ingest import IngestError, parse_document, store_validated, validate_artifacts
 from .models import TokenScope
 from .store import NotFound, Store, StoreError, db_path, shared_store
 from .tokens import TokenRefused, authenticate
@@ -95,7 +95,7 @@ def submit_artifacts(store: Store, request_auth: Callable, obj: Any) -> dict:
                for i, a in enumerate(artifacts) if a.model != token.model]
     if foreign:
         raise ApiError(403, foreign)
-    digests = ingest(store, obj, actor=token.name)
+    digests = store_validated(store, artifacts, actor=token.name)  # validated once, above
     return {"digests": digests, "count": len(digests), "actor": token.name}
 
 
@@ -137,19 +137,22 @@ def log_frame(obj: dict) -> pd.DataFrame:
         allowed = ((str,) if name in _TEXT else (int, float) if name in _NUMBER else (int,) if name == "label"
                    else (bool, int))
         optional = name == "label"
-        for i, v in enumerate(values):
-            ok = (v is None and optional) or (isinstance(v, allowed) and not (isinstance(v, bool) and
-                                                                               name in (*_NUMBER, "label")))
-            if not ok:
-                path = f"rows[{i}].{name}" if where == "rows" else f"columns.{name}[{i}]"
-                raise IngestError([(path, f"{v!r} is not a valid {name}" if v is not None else "missing")])
+        # The exact types present, found in C; only a column holding a wrong one is walked to name the row.
+        exact = {str} if name in _TEXT else {int, float} if name in _NUMBER else {int} if optional else {bool, int}
+        if not set(map(type, values)) <= (exact | {type(None)} if optional else exact):
+            for i, v in enumerate(values):
+                ok = (v is None and optional) or (isinstance(v, allowed) and not (isinstance(v, bool) and
+                                                                                   name in (*_NUMBER, "label")))
+                if not ok:
+                    path = f"rows[{i}].{name}" if where == "rows" else f"columns.{name}[{i}]"
+                    raise IngestError([(path, f"{v!r} is not a valid {name}" if v is not None else "missing")])
         if name in _TEXT:
             data[name] = pd.array(values, dtype="string")
         elif name in _NUMBER:
             data[name] = np.asarray(values, dtype="float64")
         else:
             try:
-                data[name] = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
+                data[name] = pd.array(values, dtype="Int64")
             except (OverflowError, TypeError, ValueError):
                 raise IngestError([(f"{where}.{name}", "values must be 0 or 1")]) from None
     return pd.DataFrame(data)

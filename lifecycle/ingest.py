@@ -154,7 +154,11 @@ def validate_artifacts(obj: Any) -> list[Artifact]:
 def ingest(store: Store, source: str | bytes | dict | list, actor: str, fmt: str | None = None) -> list[str]:
     """Validate and store artifacts all-or-nothing; return their digests or raise IngestError."""
     obj = parse_document(source, fmt) if isinstance(source, (str, bytes)) else source  # else already parsed JSON
-    artifacts = validate_artifacts(obj)
+    return store_validated(store, validate_artifacts(obj), actor)
+
+
+def store_validated(store: Store, artifacts: list, actor: str) -> list[str]:
+    """Store artifacts that `validate_artifacts` returned, all or nothing; a store refusal becomes an IngestError."""
     try:
         return store.put_artifacts(artifacts, actor)
     except StoreError as exc:

@@ -145,7 +145,8 @@ def changed_windows(new: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
 def _aligned(lo: pd.Timestamp, hi: pd.Timestamp, minutes: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Widen [lo, hi) to whole windows of the given size, so no window is re-aggregated from part of its rows."""
     width = minutes * 60 * 1_000_000
-    lo_us, hi_us = lo.value // 1000, hi.value // 1000
+    # In microseconds (the log's unit): nanoseconds overflow for timestamps after 2262.
+    lo_us, hi_us = (int(t.as_unit("us").asm8.view("i8")) for t in (lo, hi))
     return (pd.Timestamp((lo_us // width) * width, unit="us"), pd.Timestamp(-(-hi_us // width) * width, unit="us"))
 
 

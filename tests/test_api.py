@@ -413,3 +413,14 @@ def test_no_request_generated_from_the_openapi_document_makes_the_server_fail(li
     labels = {label for label, _ in seen}
     assert {"POST /api/v1/artifacts", "POST /api/v1/signals", "POST /api/v1/escalations"} <= labels
     assert any(code >= 400 for _, code in seen) and any(code < 300 for _, code in seen)
+
+
+def test_a_prediction_log_far_in_the_future_is_stored_not_a_server_error(client, tokens, live):
+    from datetime import timedelta
+
+    rows = log_rows(50, start=LIVE0 + timedelta(days=400_000), prefix="far")  # the year 3121: past nanosecond range
+
+    response = post(client, "signals", {"release": LIVE, "columns": columns_of(rows)}, tokens["all"])
+
+    assert response.status_code == 201, response.text
+    assert response.json()["inserted"] == 50
