@@ -7,7 +7,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from .models import (
     short,
 )
 from .quality import CHECK_NAMES, CSV_SUFFIXES, PARQUET_SUFFIXES
-from .releases import decide_artifact
+from .releases import decide_artifact, last_artifact_decision
 from .snapshots import (
     SnapshotComparison, SnapshotError, build_snapshot, compare_snapshots, file_sha256, parse_manifest, verify_files,
 )
@@ -47,15 +47,12 @@ class SnapshotStatus(Frozen):
 
 def snapshot_status(store: Store, digest: str) -> SnapshotStatus:
     """Return the Data owner's current decision on a snapshot: usable, blocked or awaiting decision."""
-    decisions = store.decisions(subject=digest, gate="snapshot")
-    if not decisions:
+    last, said = last_artifact_decision(store, digest, "snapshot")
+    if last is None:
         return SnapshotStatus(digest=digest, status="awaiting decision",
                               line="Awaiting the Data owner's decision (usable or blocked)")
-    last = decisions[-1]
     status: DecisionState = "blocked" if last.verdict == Verdict.BLOCKED else "usable"
-    line = f"Marked {status} by {last.user} on {last.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
-    return SnapshotStatus(digest=digest, status=status, decision=last,
-                          line=line + (f": {last.comment}" if last.comment else ""))
+    return SnapshotStatus(digest=digest, status=status, decision=last, line=f"Marked {status} {said}")
 
 
 def snapshots(store: Store, model: str) -> list[DatasetSnapshot]:

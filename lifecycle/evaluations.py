@@ -11,7 +11,7 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ from .models import (
     Calibration, DatasetSnapshot, Decision, Digest, EvaluationReport, EvaluationSettings, Frozen, ReleaseState, Role,
     Text, TrainingRun, Verdict, canonical_json, sha256_hex, short,
 )
-from .releases import current_evaluation, decide_artifact
+from .releases import current_evaluation, decide_artifact, last_artifact_decision
 from .runs import run_labels
 from .store import NotFound, Store
 from .training import load_model, read_snapshot_frame
@@ -324,15 +324,13 @@ class SignoffStatus(Frozen):
 
 def signoff_status(store: Store, digest: str) -> SignoffStatus:
     """Return where the Model owner's sign-off of a report stands; the newest decision counts."""
-    decisions = store.decisions(subject=digest, gate="evaluation")
-    if not decisions:
+    last, said = last_artifact_decision(store, digest, "evaluation")
+    if last is None:
         return SignoffStatus(digest=digest, status="awaiting sign-off",
                              line="Awaiting the Model owner's sign-off of this report")
-    last = decisions[-1]
     status: SignoffState = "approved" if last.verdict == Verdict.APPROVE else "rejected"
-    line = f"Signed off ({last.verdict.value}) by {last.user} on {last.at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
     return SignoffStatus(digest=digest, status=status, decision=last,
-                         line=line + (f": {last.comment}" if last.comment else ""))
+                         line=f"Signed off ({last.verdict.value}) {said}")
 
 
 def sign_off(store: Store, user: User, digest: str, verdict: str, comment: str, now: datetime) -> Decision:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import Field
@@ -249,6 +249,16 @@ def transition(store: Store, user: User | None, release_id: str, target: Release
     if target == S.PROMOTED:
         store.set_alias(release.model, "champion", release.candidate, actor, now)
     return new
+
+
+def last_artifact_decision(store: Store, digest: str, gate: str) -> tuple[Decision | None, str]:
+    """Return the newest owner's decision on an artifact and 'by WHO on WHEN UTC[: comment]' (the newest counts)."""
+    decisions = store.decisions(subject=digest, gate=gate)
+    if not decisions:
+        return None, ""
+    last = decisions[-1]
+    when = last.at.astimezone(timezone.utc)
+    return last, f"by {last.user} on {when:%Y-%m-%d %H:%M} UTC" + (f": {last.comment}" if last.comment else "")
 
 
 def decide_artifact(store: Store, user: User, subject: str, verdict: Verdict, comment: str,
