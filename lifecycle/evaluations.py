@@ -98,6 +98,15 @@ def snapshot_choices(store: Store, model: str) -> dict[str, str]:
             for s in store.artifacts(model, "dataset_snapshot") if s.label_rate is not None}
 
 
+def reference_choices(store: Store, model: str, candidate_run: str) -> tuple[dict[str, str], int]:
+    """Return {snapshot digest: label} of every snapshot of the model, and the position of the candidate's
+    training snapshot, the default reference window of the shift checks."""
+    choices = {s.digest: f"{s.name} · {short(s.digest)} · {s.row_count:,} rows"
+               for s in store.artifacts(model, "dataset_snapshot")}
+    trained_on = _run(store, candidate_run, model).snapshot
+    return choices, list(choices).index(trained_on) if trained_on in choices else 0
+
+
 def default_thresholds(store: Store, model: str, candidate_run: str, baseline_run: str) -> tuple[float, float]:
     """Return each run's decision threshold from its newest registry entry, else from a report, else 0.5."""
     by_run: dict[str, float] = {}
@@ -113,6 +122,8 @@ class ComputeDefaults(Frozen):
     """What the compute form starts from: the last report's snapshot and seed, the policy's resamples, thresholds."""
 
     snapshot_index: int
+    references: dict[str, str] = Field(description="every snapshot of the model, for the shift checks' reference")
+    reference_index: int = Field(description="the candidate's training snapshot, the default reference")
     seed: int
     bootstrap: int
     candidate_threshold: float
@@ -125,7 +136,9 @@ def compute_defaults(store: Store, model: str, candidate_run: str, baseline_run:
     last = reports[0] if reports else None
     index = snapshots.index(last.evaluation_snapshot) if last and last.evaluation_snapshot in snapshots else 0
     c_thr, b_thr = default_thresholds(store, model, candidate_run, baseline_run)
-    return ComputeDefaults(snapshot_index=index, seed=int(last.settings.get("seed", 0)) if last else 0,
+    references, reference_index = reference_choices(store, model, candidate_run)
+    return ComputeDefaults(snapshot_index=index, references=references, reference_index=reference_index,
+                           seed=int(last.settings.get("seed", 0)) if last else 0,
                            bootstrap=store.policy(model).evaluation.bootstrap, candidate_threshold=c_thr,
                            baseline_threshold=b_thr)
 
@@ -149,6 +162,18 @@ class EvaluationRequest(Frozen):
 
     def key(self) -> str:
         return sha256_hex(canonical_json(self.model_dump(mode="json")))
+
+
+def make_request(store: Store, model: str, runs: tuple[str, str], snapshots: tuple[str, str | None],
+                 thresholds: tuple[float, float], bootstrap: int, seed: int) -> EvaluationRequest:
+    """Return the request for (candidate, baseline) runs on (evaluation, reference) snapshots with the policy's
+    settings and this many resamples."""
+    settings = EvaluationSettings.model_validate({**store.policy(model).evaluation.model_dump(),
+                                                  "bootstrap": bootstrap})  # validated: bounds hold
+    return EvaluationRequest(model=model, candidate_run=runs[0], baseline_run=runs[1],
+                             evaluation_snapshot=snapshots[0], reference_snapshot=snapshots[1],
+                             candidate_threshold=thresholds[0], baseline_threshold=thresholds[1], settings=settings,
+                             seed=seed)
 
 
 def _same_inputs(report: EvaluationReport, request: EvaluationRequest, reference: str) -> bool:

@@ -12,8 +12,7 @@ from lifecycle.store import StoreError
 
 model, me, store = ui.model(), ui.user(), ui.store()
 st.title(f"Evaluation · {model.name}")
-message = st.session_state.pop("evaluation_message", None)
-if message:
+if message := st.session_state.pop("evaluation_message", None):
     st.success(ui.plain(message))
 runs = ev.run_choices(store, model.id)
 if len(runs) < 2:
@@ -31,12 +30,15 @@ with st.expander("Compute a new evaluation of these two runs", expanded=not repo
     snaps = ev.snapshot_choices(store, model.id)
     policy = store.policy(model.id).evaluation
     dflt = ev.compute_defaults(store, model.id, cand, base, list(snaps))
-    st.caption(f"Scores a labelled snapshot with both runs' stored models and bootstraps the segment deltas with the "
-               f"policy's settings (segments: {', '.join(policy.segment_columns) or 'overall only'}). Results are "
-               "cached by the digests of their inputs; a Model owner stores the report.")
+    refs = dflt.references
+    st.caption(f"Scores a labelled snapshot with both runs' models, bootstraps with the policy's settings "
+               f"(segments: {', '.join(policy.segment_columns) or 'overall only'}); cached by input digests.")
     with st.form(key="evaluation_compute_form"):
-        snap = st.selectbox("Evaluation snapshot", list(snaps), index=dflt.snapshot_index, format_func=snaps.get,
-                            key="evaluation_snapshot")
+        e, r = st.columns(2)
+        snap = e.selectbox("Evaluation snapshot", list(snaps), index=dflt.snapshot_index, format_func=snaps.get,
+                           key="evaluation_snapshot")
+        ref = r.selectbox("Reference window (shift checks)", list(refs), index=dflt.reference_index,
+                          format_func=refs.get, key="evaluation_reference")
         a, b, c, d = st.columns(4)
         seed = a.number_input("Seed", 0, 2**31 - 1, dflt.seed, key="evaluation_seed")
         boot = b.number_input("Bootstrap resamples", 0, 20000, dflt.bootstrap, step=100, key="evaluation_boot")
@@ -48,12 +50,9 @@ with st.expander("Compute a new evaluation of these two runs", expanded=not repo
     if go:
         bar = st.progress(0.0, text="starting")
         try:
-            request = ev.EvaluationRequest(model=model.id, candidate_run=cand, baseline_run=base,
-                                           evaluation_snapshot=snap, candidate_threshold=ct, baseline_threshold=bt,
-                                           settings=policy.model_copy(update={"bootstrap": int(boot)}), seed=int(seed))
+            request = ev.make_request(store, model.id, (cand, base), (snap, ref), (ct, bt), int(boot), int(seed))
             done = ev.compute_and_store(store, me, request, ui.now(), progress=lambda f, t: bar.progress(f, text=t))
         except (ValueError, PermissionError, StoreError) as exc:
-            bar.empty()
             st.error(f"Refused, nothing was stored: {ui.plain(exc)}")
         else:
             st.session_state["evaluation_message"] = done.line

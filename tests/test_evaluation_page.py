@@ -122,3 +122,19 @@ def test_computing_with_a_new_seed_stores_a_report_and_an_analyst_cannot(start, 
     assert len(demo_store.artifacts("card-fraud", "evaluation_report")) == before + 1
     assert newest.settings["seed"] == 99 and newest.settings["bootstrap"] == 100
     assert newest.created_by == "kenji@seamline.example"
+
+
+def test_a_chosen_reference_window_is_the_one_the_shift_checks_read(start, demo_store):
+    at = start("kenji@seamline.example")
+    # the baseline's training window, not the default (the candidate's)
+    chosen = next(s for s in demo_store.artifacts("card-fraud", "dataset_snapshot") if "Jun–Aug" in s.name)
+    refs = at.selectbox(key="evaluation_reference")
+    assert refs.value != chosen.digest
+
+    refs.select(chosen.digest)
+    at.number_input(key="evaluation_boot").set_value(100)
+    at.button(key="evaluation_compute").click().run()
+
+    assert not at.exception and "Stored report" in at.success[0].value
+    newest = demo_store.artifacts("card-fraud", "evaluation_report")[0]
+    assert newest.settings["reference_snapshot"] == chosen.digest and newest.shift_checks
