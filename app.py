@@ -31,8 +31,12 @@ PAGES = {
 }
 
 st.set_page_config(page_title="Seamline", page_icon=":material/linear_scale:", layout="wide")
-ui.ensure_demo()
-st.session_state["_user"] = ui.current_user()
+if ui.auth_configured():  # sign-in first: an anonymous visitor builds nothing
+    st.session_state["_user"] = ui.current_user()
+    ui.ensure_demo()
+else:  # the demo identities come from the demo store
+    ui.ensure_demo()
+    st.session_state["_user"] = ui.current_user()
 st.session_state["_model"] = ui.select_model()
 navigation = st.navigation(PAGES)
 with st.sidebar:

@@ -234,8 +234,12 @@ def _evaluation_settings(args, store: Store | None):
 
 def cmd_evaluate(args) -> int:
     """Compute an evaluation report from a scored file; store it when the runs and snapshot are named."""
-    from .evaluations import evaluate_frames, read_table, store_result
+    from .evaluations import MAX_SEED, evaluate_frames, read_table, store_result
 
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CliError(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise CliError(f"--out: the directory {Path(args.out).resolve().parent} does not exist")
     keep = [args.candidate_run, args.baseline_run, args.snapshot]
     if any(keep) and not all(keep):
         raise CliError("to store the report give all of --candidate-run, --baseline-run and --snapshot")
@@ -379,6 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, IngestError, StoreError, NotFound, PermissionError, ValueError) as exc:
+    except (CliError, IngestError, StoreError, NotFound, PermissionError, ValueError, OSError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Callable, Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
 from pydantic import Field
@@ -27,7 +28,7 @@ from .models import (
 from .releases import current_evaluation, decide_artifact, last_artifact_decision
 from .runs import run_labels
 from .store import NotFound, Store
-from .training import load_model, read_snapshot_frame
+from .training import TrainingError, check_data, load_model, read_snapshot_frame
 
 Progress = Callable[[float, str], None]
 SignoffState = Literal["approved", "rejected", "awaiting sign-off"]
@@ -35,6 +36,7 @@ SIGNOFF_VERDICTS = (Verdict.APPROVE.value, Verdict.REJECT.value)
 OPEN_STATES = (ReleaseState.DRAFT, ReleaseState.IN_REVIEW, ReleaseState.APPROVED, ReleaseState.SHADOW,
                ReleaseState.CANARY, ReleaseState.RAMP)
 MAX_LIMITS = 30
+MAX_SEED = 2**31 - 1  # the page, the CLI and the request accept the same seeds
 _CACHE_SIZE = 8
 _cache: OrderedDict[str, EvaluationResult] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -138,7 +140,7 @@ def compute_defaults(store: Store, model: str, candidate_run: str, baseline_run:
     c_thr, b_thr = default_thresholds(store, model, candidate_run, baseline_run)
     references, reference_index = reference_choices(store, model, candidate_run)
     return ComputeDefaults(snapshot_index=index, references=references, reference_index=reference_index,
-                           seed=int(last.settings.get("seed", 0)) if last else 0,
+                           seed=min(max(int(last.settings.get("seed", 0)), 0), MAX_SEED) if last else 0,
                            bootstrap=store.policy(model).evaluation.bootstrap, candidate_threshold=c_thr,
                            baseline_threshold=b_thr)
 
@@ -158,7 +160,7 @@ class EvaluationRequest(Frozen):
     candidate_threshold: float = Field(ge=0, le=1)
     baseline_threshold: float = Field(ge=0, le=1)
     settings: EvaluationSettings
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     def key(self) -> str:
         return sha256_hex(canonical_json(self.model_dump(mode="json")))
@@ -176,24 +178,12 @@ def make_request(store: Store, model: str, runs: tuple[str, str], snapshots: tup
                              seed=seed)
 
 
-def _same_inputs(report: EvaluationReport, request: EvaluationRequest, reference: str) -> bool:
-    s, want = report.settings, request.settings
-    return (report.candidate_run == request.candidate_run and report.baseline_run == request.baseline_run
-            and report.evaluation_snapshot == request.evaluation_snapshot
-            and s.get("seed") == request.seed and s.get("bootstrap") == want.bootstrap
-            and s.get("confidence") == want.confidence and s.get("bins") == want.calibration_bins
-            and s.get("candidate_threshold") == request.candidate_threshold
-            and s.get("baseline_threshold") == request.baseline_threshold
-            and s.get("gated_metric") == want.gated_metric and s.get("max_segment_drop") == want.max_segment_drop
-            and s.get("min_segment_size") == want.min_segment_size
-            and s.get("reference_snapshot") in (None, reference))
-
-
 def stored_match(store: Store, request: EvaluationRequest) -> EvaluationReport | None:
-    """Return the newest stored report computed from exactly these inputs, if any."""
-    reference = request.reference_snapshot or _run(store, request.candidate_run, request.model).snapshot
+    """Return the newest stored report computed from exactly this request (its digest is recorded in the report's
+    settings); a report computed elsewhere (the CLI, the demo) never matches."""
+    key = request.key()
     for report in reports_for(store, request.model, request.candidate_run, request.baseline_run):
-        if _same_inputs(report, request, reference):
+        if report.settings.get("request") == key:
             return report
     return None
 
@@ -234,11 +224,16 @@ def _compute(store: Store, request: EvaluationRequest, say: Progress) -> Evaluat
     base = _run(store, request.baseline_run, request.model)
     snap = _snapshot(store, request.evaluation_snapshot, request.model)
     ref_snap = _snapshot(store, request.reference_snapshot or cand.snapshot, request.model)
-    say(0.02, f"reading snapshot '{snap.name}'")
-    frame = _scored(store, request, cand, base, snap, say)
-    ref_columns = {c.name for c in ref_snap.schema_}
-    features = [f for f in cand.features if f in ref_columns]
-    reference = read_snapshot_frame(ref_snap, store.data_root, features) if features else None
+    say(0.02, f"checking the files of snapshot '{snap.name}'")
+    try:
+        for checked in {snap.digest: snap, ref_snap.digest: ref_snap}.values():
+            check_data(checked, store.data_root)  # a changed file is refused, as in training
+        frame = _scored(store, request, cand, base, snap, say)
+        ref_columns = {c.name for c in ref_snap.schema_}
+        features = [f for f in cand.features if f in ref_columns]
+        reference = read_snapshot_frame(ref_snap, store.data_root, features) if features else None
+    except (TrainingError, OSError, duckdb.Error) as exc:
+        raise EvaluationRefused(f"cannot read what the evaluation needs: {str(exc).splitlines()[0]}") from None
     say(0.3, "bootstrapping segment deltas")
     return evaluate(frame, label=snap.label.column, candidate="candidate_score", baseline="baseline_score",
                     segments=request.settings.segment_columns, settings=request.settings,
@@ -287,6 +282,7 @@ def compute_and_store(store: Store, user: User, request: EvaluationRequest, now:
     cand = _run(store, request.candidate_run, request.model)
     settings = dict(result.settings_used)
     settings["reference_snapshot"] = request.reference_snapshot or cand.snapshot
+    settings["request"] = request.key()
     report = EvaluationReport(
         model=request.model, created_by=user.email, created_at=now, candidate_run=request.candidate_run,
         baseline_run=request.baseline_run, evaluation_snapshot=request.evaluation_snapshot, settings=settings,

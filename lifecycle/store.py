@@ -152,11 +152,19 @@ class _Shared:
         self.head_dirty = False  # the head moved in the open transaction: written once, before its commit
         self.model_ids: frozenset[str] | None = None
         self.tokens: dict[str, ApiToken | None] = {}
+        self.token_generation = 0  # bumped when tokens change: a lookup that raced a change does not cache
 
     def forget(self) -> None:
         """Drop the caches (another process may have written the file since they were filled)."""
         with self.lock:
-            self.head, self.head_dirty, self.model_ids, self.tokens = None, False, None, {}
+            self.head, self.head_dirty, self.model_ids = None, False, None
+            self.drop_tokens()
+
+    def drop_tokens(self) -> None:
+        """Call after a token change has committed: lookups read the table again, and none in flight caches."""
+        with self.lock:
+            self.tokens = {}
+            self.token_generation += 1
 
 
 _STATE: dict[str, _Shared] = {}
@@ -318,7 +326,7 @@ class Store:
               at: datetime | None = None) -> AuditEvent:
         """Append one entry to the audit log in its own transaction."""
         with self.transaction() as cur:
-            return self._audit(cur, actor, action, subject, detail or {}, at or utcnow())
+            return self._audit(cur, actor, action, subject, detail or {}, at or self.now())
 
     def audit_events(self, subject: str | None = None, limit: int | None = None) -> list[AuditEvent]:
         """Return audit entries (newest last), optionally for one subject."""
@@ -356,8 +364,7 @@ class Store:
 
     def put_model(self, model: Model, actor: str = "system", at: datetime | None = None) -> None:
         """Create or update a model (use case) and its named owners, and their team roles."""
-        at = at or utcnow()
-        self._shared.model_ids = None
+        at = at or self.now()
         with self.transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", [model.id, model.model_dump_json()])
             cur.execute("DELETE FROM team WHERE model = ?", [model.id])
@@ -367,6 +374,8 @@ class Store:
                                 [p.email, p.name, model.id, role.value])
             self._audit(cur, actor, "model.put", model.id, {"owners": {r.value: [p.email for p in ps]
                                                                          for r, ps in model.owners.items()}}, at)
+            # Still under the write lock, where the cache is filled: the next writer reads the models again.
+            self._shared.model_ids = None
 
     def models(self) -> list[Model]:
         """Return every model (use case), by id."""
@@ -467,7 +476,7 @@ class Store:
 
     def put_artifacts(self, artifacts: list[Artifact], actor: str, at: datetime | None = None) -> list[str]:
         """Store artifacts in one transaction (parents may come earlier in the list); return their digests."""
-        at = at or utcnow()
+        at = at or self.now()
         with self.transaction() as cur:
             batch: set[str] = set()
             for a in artifacts:
@@ -539,7 +548,7 @@ class Store:
 
     def set_alias(self, model: str, alias: str, entry: str, actor: str, at: datetime | None = None) -> None:
         """Point an alias (champion, challenger, ...) at a registry entry, audited."""
-        at = at or utcnow()
+        at = at or self.now()
         with self.transaction() as cur:
             row = cur.execute("SELECT kind, model FROM artifacts WHERE digest = ?", [entry]).fetchone()
             if not row or row[0] != "registry_entry" or row[1] != model:
@@ -657,7 +666,7 @@ class Store:
 
     def put_escalations(self, cases: list[Escalation], actor: str, at: datetime | None = None) -> int:
         """Store new escalation cases (an existing case id is refused); return how many were stored."""
-        at = at or utcnow()
+        at = at or self.now()
         with self.transaction() as cur:
             for case in cases:
                 if cur.execute("SELECT 1 FROM escalations WHERE case_id = ?", [case.case_id]).fetchone():
@@ -776,7 +785,6 @@ class Store:
 
     def put_api_token(self, token: ApiToken, actor: str) -> ApiToken:
         """Store a new token (its hash only); a name in use is refused."""
-        self._shared.tokens.clear()
         with self.transaction() as cur:
             if cur.execute("SELECT 1 FROM api_tokens WHERE name = ?", [token.name]).fetchone():
                 raise StoreError(f"a token named '{token.name}' exists already; pick another name")
@@ -786,20 +794,27 @@ class Store:
                         [token.name, token.sha256, token.model, token.model_dump_json()])
             self._audit(cur, actor, "token.create", f"token/{token.name}",
                         {"model": token.model, "scopes": [s.value for s in token.scopes]}, token.created_at)
+        self._shared.drop_tokens()
         return token
 
     def api_token_by_hash(self, sha256: str) -> ApiToken | None:
         """Return the token stored under a secret's sha256, revoked or not; None when unknown."""
-        if sha256 not in self._shared.tokens:
-            rows = self._rows("SELECT body FROM api_tokens WHERE sha256 = ?", [sha256])
-            if len(self._shared.tokens) > 10_000:  # guessed secrets must not grow the cache without bound
-                self._shared.tokens.clear()
-            self._shared.tokens[sha256] = ApiToken.model_validate_json(rows[0][0]) if rows else None
-        return self._shared.tokens[sha256]
+        shared = self._shared
+        cached = shared.tokens
+        if sha256 in cached:
+            return cached[sha256]
+        generation = shared.token_generation
+        rows = self._rows("SELECT body FROM api_tokens WHERE sha256 = ?", [sha256])
+        token = ApiToken.model_validate_json(rows[0][0]) if rows else None
+        with shared.lock:
+            if shared.token_generation == generation:  # no token changed while this lookup read the table
+                if len(shared.tokens) > 10_000:  # guessed secrets must not grow the cache without bound
+                    shared.tokens = {}
+                shared.tokens[sha256] = token
+        return token
 
     def revoke_api_token(self, name: str, actor: str, at: datetime) -> ApiToken:
         """Revoke a token by name; it stays stored (and audited) but no longer authenticates."""
-        self._shared.tokens.clear()
         with self.transaction() as cur:
             row = cur.execute("SELECT body FROM api_tokens WHERE name = ?", [name]).fetchone()
             if not row:
@@ -811,6 +826,7 @@ class Store:
             cur.execute("UPDATE api_tokens SET revoked_at = ?, body = ? WHERE name = ?",
                         [at, token.model_dump_json(), name])
             self._audit(cur, actor, "token.revoke", f"token/{name}", {"model": token.model}, at)
+        self._shared.drop_tokens()  # after the commit: a lookup from now on reads the revocation
         return token
 
     def api_tokens(self, model: str | None = None) -> list[ApiToken]:

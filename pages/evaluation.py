@@ -40,7 +40,7 @@ with st.expander("Compute a new evaluation of these two runs", expanded=not repo
         ref = r.selectbox("Reference window (shift checks)", list(refs), index=dflt.reference_index,
                           format_func=refs.get, key="evaluation_reference")
         a, b, c, d = st.columns(4)
-        seed = a.number_input("Seed", 0, 2**31 - 1, dflt.seed, key="evaluation_seed")
+        seed = a.number_input("Seed", 0, ev.MAX_SEED, dflt.seed, key="evaluation_seed")
         boot = b.number_input("Bootstrap resamples", 0, 20000, dflt.bootstrap, step=100, key="evaluation_boot")
         ct = c.number_input("Candidate threshold", 0.0, 1.0, dflt.candidate_threshold, format="%.4f",
                             key="evaluation_cthr")

@@ -150,3 +150,15 @@ def test_evaluate_stores_the_report_against_recorded_runs(demo_copy, tmp_path, c
         assert reports[0].settings["bootstrap"] == 100 and len(reports[0].regression_suite) == 2
     finally:
         s.close()
+
+
+def test_evaluate_refuses_a_seed_out_of_range_and_a_missing_out_directory_before_computing(tmp_path):
+    _scored_csv(tmp_path / "scored.csv", n=500)
+    base = ["evaluate", "--scores", str(tmp_path / "scored.csv"), "--label", "y", "--candidate", "cand",
+            "--baseline", "base", "--segments", "region"]
+
+    seed = _run(*base, "--seed", "3000000000")
+    out = _run(*base, "--out", str(tmp_path / "missing" / "report.json"))
+
+    assert seed.returncode == 2 and "--seed must be between 0 and 2147483647" in seed.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr and not (tmp_path / "missing").exists()

@@ -57,11 +57,48 @@ def test_the_demo_regression_is_the_failing_segment(fraud):
 def test_identical_inputs_reuse_the_stored_report_without_computing(fraud, monkeypatch):
     store, cand, base, report = fraud
     kenji = user_for(store, "kenji@seamline.example")
+    request = _request(store, cand, base, report, settings=store.policy("card-fraud").evaluation.model_copy(
+        update={"bootstrap": 50}))
+    first = ev.compute_and_store(store, kenji, request, AT)
     monkeypatch.setattr(ev, "_compute", lambda *a, **k: pytest.fail("computed although the inputs were stored"))
 
-    done = ev.compute_and_store(store, kenji, _request(store, cand, base, report), AT)
+    again = ev.compute_and_store(store, kenji, request, AT)
 
-    assert done.reused and done.report.digest == report.digest
+    assert not first.reused and again.reused and again.report.digest == first.report.digest
+    assert first.report.settings["request"] == request.key()
+
+
+def test_a_report_from_elsewhere_or_other_settings_is_never_reused(fraud):
+    store, cand, base, report = fraud
+    request = _request(store, cand, base, report)  # the demo's report has the same runs, seed and thresholds
+    other_segments = _request(store, cand, base, report, settings=store.policy("card-fraud").evaluation.model_copy(
+        update={"segment_columns": ["region"]}))
+
+    assert ev.stored_match(store, request) is None  # computed by the demo, not from this request
+    assert request.key() != other_segments.key()
+
+
+def test_a_changed_snapshot_file_is_refused_before_anything_is_computed(fraud):
+    store, cand, base, report = fraud
+    kenji = user_for(store, "kenji@seamline.example")
+    snap = store.artifact(report.evaluation_snapshot)
+    path = store.data_root / snap.files[0].path
+    path.write_bytes(path.read_bytes() + b"tampered")
+    before = store.counts()
+
+    with pytest.raises(ev.EvaluationRefused, match="cannot read what the evaluation needs"):
+        ev.compute_and_store(store, kenji, _request(store, cand, base, report, seed=5), AT)
+
+    assert store.counts() == before
+
+
+def test_a_missing_model_file_is_refused_naming_it(fraud):
+    store, cand, base, report = fraud
+    kenji = user_for(store, "kenji@seamline.example")
+    (store.data_root / store.artifact(base).model_artifact.uri).unlink()
+
+    with pytest.raises(ev.EvaluationRefused, match="cannot read what the evaluation needs"):
+        ev.compute_and_store(store, kenji, _request(store, cand, base, report, seed=6), AT)
 
 
 def test_a_new_seed_computes_stores_and_caches_by_the_inputs_digest(fraud, monkeypatch):

@@ -184,3 +184,41 @@ def test_a_store_keeps_the_wall_clock_until_it_is_given_its_own(tmp_path):
     assert timedelta(hours=2) <= elapsed < timedelta(hours=2, seconds=30)
     assert again.clock()[2] == "generated for 2026-11-20"
     again.close()
+
+
+def test_a_token_lookup_racing_its_revocation_does_not_keep_it_alive(store, monkeypatch):
+    from datetime import datetime, timezone
+
+    from conftest import make_model
+    from lifecycle.models import ApiToken
+    from lifecycle.tokens import hash_secret
+
+    store.put_model(make_model())
+    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    token = ApiToken(name="pipe", sha256=hash_secret("secret"), model="fraud", scopes=["artifacts"],
+                     created_by="p@x.test", created_at=at)
+    store.put_api_token(token, "p@x.test")
+    read = store._rows
+
+    def read_then_revoke(sql, params=()):
+        rows = read(sql, params)
+        if "FROM api_tokens WHERE sha256" in sql:
+            monkeypatch.setattr(store, "_rows", read)
+            store.revoke_api_token("pipe", "p@x.test", at)  # commits after this lookup read the row
+        return rows
+
+    monkeypatch.setattr(store, "_rows", read_then_revoke)
+    raced = store.api_token_by_hash(hash_secret("secret"))
+
+    assert raced.revoked_at is None  # it read the table before the revocation committed
+    assert store.api_token_by_hash(hash_secret("secret")).revoked_at is not None
+
+
+def test_a_model_added_after_the_model_cache_filled_takes_artifacts(store):
+    from conftest import make_model, make_snapshot
+
+    store.put_model(make_model("fraud"))
+    store.put_artifact(make_snapshot("fraud", name="a"), "a@x.test")  # fills the cache of model ids
+    store.put_model(make_model("churn"))
+
+    assert store.put_artifact(make_snapshot("churn", name="b"), "a@x.test")
