@@ -160,6 +160,6 @@ def ingest(store: Store, source: str | bytes | dict | list, actor: str, fmt: str
 def store_validated(store: Store, artifacts: list, actor: str) -> list[str]:
     """Store artifacts that `validate_artifacts` returned, all or nothing; a store refusal becomes an IngestError."""
     try:
-        return store.put_artifacts(artifacts, actor, store.now())
+        return store.put_artifacts_grouped(artifacts, actor, store.now())
     except StoreError as exc:
         raise IngestError([("", str(exc))]) from None

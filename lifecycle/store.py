@@ -152,7 +152,9 @@ class _Shared:
         self.head_dirty = False  # the head moved in the open transaction: written once, before its commit
         self.model_ids: frozenset[str] | None = None
         self.tokens: dict[str, ApiToken | None] = {}
-        self.token_generation = 0  # bumped when tokens change: a lookup that raced a change does not cache
+        self.token_generation = 0
+        self.pending: list[_Submission] = []  # artifact submissions queued for the next group commit
+        self.pending_lock = threading.Lock()  # bumped when tokens change: a lookup that raced a change does not cache
 
     def forget(self) -> None:
         """Drop the caches (another process may have written the file since they were filled)."""
@@ -165,6 +167,16 @@ class _Shared:
         with self.lock:
             self.tokens = {}
             self.token_generation += 1
+
+
+class _Submission:
+    """One caller's artifacts waiting for a group commit, and what became of them."""
+
+    __slots__ = ("artifacts", "actor", "at", "done", "digests", "error")
+
+    def __init__(self, artifacts: list[Artifact], actor: str, at: datetime):
+        self.artifacts, self.actor, self.at = artifacts, actor, at
+        self.done, self.digests, self.error = False, [], None
 
 
 _STATE: dict[str, _Shared] = {}
@@ -423,21 +435,30 @@ class Store:
 
     # ------------------------------------------------------------ artifacts
 
-    def _put_artifact(self, cur, artifact: Artifact, actor: str, at: datetime, batch: set[str]) -> bool:
+    def _check_artifacts(self, cur, artifacts: list[Artifact]) -> list[Artifact]:
+        """Return the artifacts not stored yet, after checking every parent and model; raise before any write."""
+        earlier: set[str] = set()  # parents may come earlier in the list
+        new = []
+        for artifact in artifacts:
+            digest = artifact.digest
+            parents = artifact.parents()
+            wanted = [digest, *(p for p in parents.values() if p not in earlier)]
+            marks = ", ".join("?" * len(wanted))
+            found = {r[0] for r in cur.execute(f"SELECT digest FROM artifacts WHERE digest IN ({marks})",
+                                               wanted).fetchall()}
+            if digest not in found and digest not in earlier:
+                for field, parent in parents.items():
+                    if parent not in earlier and parent not in found:
+                        raise MissingParent(f"{artifact.kind}.{field}: parent {parent[:12]}… is not in the store; "
+                                            "ingest it first")
+                if artifact.model not in self._models_in(cur):
+                    raise NotFound(f"{artifact.kind}.model: no model '{artifact.model}'")
+                new.append(artifact)
+            earlier.add(digest)
+        return new
+
+    def _write_artifact(self, cur, artifact: Artifact, actor: str, at: datetime) -> None:
         digest = artifact.digest
-        parents = artifact.parents()
-        wanted = [digest, *(p for p in parents.values() if p not in batch)]
-        marks = ", ".join("?" * len(wanted))
-        found = {r[0] for r in cur.execute(f"SELECT digest FROM artifacts WHERE digest IN ({marks})",
-                                           wanted).fetchall()}
-        if digest in found:
-            return False
-        for field, parent in parents.items():
-            if parent not in batch and parent not in found:
-                raise MissingParent(f"{artifact.kind}.{field}: parent {parent[:12]}… is not in the store; "
-                                    "ingest it first")
-        if artifact.model not in self._models_in(cur):
-            raise NotFound(f"{artifact.kind}.model: no model '{artifact.model}'")
         cur.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                     [digest, artifact.kind, artifact.model, artifact.created_at, at,
                      canonical_json(artifact.record())])
@@ -446,7 +467,6 @@ class Store:
         if artifact.kind == "monitoring_signals":
             self._put_windows(cur, artifact, digest)
         self._audit(cur, actor, f"{artifact.kind}.put", digest, {"model": artifact.model}, at)
-        return True
 
     def _models_in(self, cur) -> frozenset[str]:
         if self._shared.model_ids is None:
@@ -478,19 +498,53 @@ class Store:
         """Store artifacts in one transaction (parents may come earlier in the list); return their digests."""
         at = at or self.now()
         with self.transaction() as cur:
-            batch: set[str] = set()
-            for a in artifacts:
-                self._put_artifact(cur, a, actor, at, batch)
-                batch.add(a.digest)
-        return [a.digest for a in artifacts]
+            return self.put_artifacts_in(cur, artifacts, actor, at)
 
     def put_artifacts_in(self, cur, artifacts: list[Artifact], actor: str, at: datetime) -> list[str]:
         """Store artifacts inside the caller's open `transaction()`, so they land with its other writes or not at all."""
-        batch: set[str] = set()
-        for a in artifacts:
-            self._put_artifact(cur, a, actor, at, batch)
-            batch.add(a.digest)
+        for artifact in self._check_artifacts(cur, artifacts):
+            self._write_artifact(cur, artifact, actor, at)
         return [a.digest for a in artifacts]
+
+    def put_artifacts_grouped(self, artifacts: list[Artifact], actor: str, at: datetime | None = None) -> list[str]:
+        """Store artifacts all or nothing, like `put_artifacts`, sharing one transaction and one commit with the
+        calls that queued for the write lock meanwhile (group commit). A call refused by its checks writes nothing
+        and leaves the others' to land; if the shared transaction itself fails, each call is retried on its own."""
+        mine = _Submission(artifacts, actor, at or self.now())
+        shared = self._shared
+        with shared.pending_lock:
+            shared.pending.append(mine)
+        with self._write_lock:
+            if not mine.done:  # no earlier leader took it: lead the group that queued so far
+                with shared.pending_lock:
+                    group, shared.pending = shared.pending, []
+                self._commit_group(group)
+        if mine.error is not None:
+            raise mine.error
+        return mine.digests
+
+    def _commit_group(self, group: list[_Submission]) -> None:
+        try:
+            with self.transaction() as cur:
+                for sub in group:
+                    try:
+                        new = self._check_artifacts(cur, sub.artifacts)  # sees this group's earlier writes
+                    except StoreError as exc:
+                        sub.error = exc
+                        continue
+                    for artifact in new:
+                        self._write_artifact(cur, artifact, sub.actor, sub.at)
+                    sub.digests = [a.digest for a in sub.artifacts]
+        except Exception:  # noqa: BLE001 - the shared transaction failed: settle each call on its own
+            for sub in group:
+                sub.error, sub.digests = None, []
+                try:
+                    sub.digests = self.put_artifacts(sub.artifacts, sub.actor, sub.at)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
+                    sub.error = exc
+        finally:
+            for sub in group:
+                sub.done = True
 
     def put_artifact(self, artifact: Artifact, actor: str, at: datetime | None = None) -> str:
         """Store one artifact with its lineage and audit entry; return its digest."""

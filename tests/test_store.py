@@ -222,3 +222,70 @@ def test_a_model_added_after_the_model_cache_filled_takes_artifacts(store):
     store.put_model(make_model("churn"))
 
     assert store.put_artifact(make_snapshot("churn", name="b"), "a@x.test")
+
+
+def test_submissions_queued_for_the_write_lock_share_one_commit_and_stay_all_or_nothing(store, monkeypatch):
+    import time
+
+    from conftest import make_model, make_run, make_snapshot
+    from lifecycle.store import MissingParent
+
+    store.put_model(make_model())
+    good = [make_snapshot(name=f"s{i}") for i in range(6)]
+    child = make_run(good[0])  # its parent arrives in the same group, from an earlier submission
+    orphan = make_run(make_snapshot(name="never-stored"))
+    sizes, results, errors = [], {}, {}
+    lead = store._commit_group
+    monkeypatch.setattr(store, "_commit_group", lambda group: (sizes.append(len(group)), lead(group)))
+
+    def submit(key, artifacts):
+        try:
+            results[key] = store.put_artifacts_grouped(artifacts, "p@x.test")
+        except MissingParent as exc:
+            errors[key] = exc
+
+    jobs = [(f"good{i}", [s]) for i, s in enumerate(good)] + [("child", [child]), ("orphan", [orphan]),
+                                                                ("pair", [make_snapshot(name="p"), make_run(
+                                                                    make_snapshot(name="p"))])]
+    before = store.counts()
+    with store._write_lock:  # everyone queues while the lock is held, then one of them leads the group
+        threads = [threading.Thread(target=submit, args=job) for job in jobs]
+        for queued, t in enumerate(threads, start=1):  # queued in this order: the child after its parent
+            t.start()
+            while len(store._shared.pending) < queued:
+                time.sleep(0.005)
+    for t in threads:
+        t.join()
+
+    assert sizes[0] == len(jobs) and sum(sizes) == len(jobs)
+    assert set(errors) == {"orphan"} and "parent" in str(errors["orphan"])
+    assert len(results) == len(jobs) - 1 and results["child"] == [child.digest]
+    assert store.counts()["artifacts"] == before["artifacts"] + len(good) + 1 + 2
+    assert not store.has(orphan.digest)
+    ok, reason = store.verify_audit()
+    assert ok, reason
+
+
+def test_when_the_shared_transaction_fails_each_submission_is_settled_on_its_own(store, monkeypatch):
+    from conftest import make_model, make_snapshot
+    from lifecycle.store import _Submission
+
+    store.put_model(make_model())
+    ok_a, bad, ok_b = make_snapshot(name="a"), make_snapshot(name="bad"), make_snapshot(name="b")
+    write = store._write_artifact
+
+    def failing(cur, artifact, actor, at):
+        if artifact.digest == bad.digest:
+            raise RuntimeError("disk full")  # not a refusal: the whole shared transaction rolls back
+        write(cur, artifact, actor, at)
+
+    monkeypatch.setattr(store, "_write_artifact", failing)
+    group = [_Submission([a], "p@x.test", store.now()) for a in (ok_a, bad, ok_b)]
+
+    with store._write_lock:
+        store._commit_group(group)
+
+    assert [s.done for s in group] == [True, True, True]
+    assert group[0].digests == [ok_a.digest] and group[2].digests == [ok_b.digest]
+    assert isinstance(group[1].error, RuntimeError) and not store.has(bad.digest)
+    assert store.has(ok_a.digest) and store.has(ok_b.digest) and store.verify_audit()[0]
