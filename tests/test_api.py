@@ -424,3 +424,16 @@ def test_a_prediction_log_far_in_the_future_is_stored_not_a_server_error(client,
 
     assert response.status_code == 201, response.text
     assert response.json()["inserted"] == 50
+
+
+def test_submissions_are_stamped_with_the_store_clock(client, tokens, live):
+    from datetime import datetime, timezone
+
+    anchor = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
+    live.set_clock(anchor, "a store generated for 2026-11-20")
+
+    response = post(client, "artifacts", snapshot_body(424242), tokens["all"])
+
+    assert response.status_code == 201, response.text
+    event = live.audit_events(subject=response.json()["digests"][0])[-1]
+    assert abs((event.at - anchor).total_seconds()) < 60

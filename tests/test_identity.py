@@ -90,3 +90,22 @@ def test_a_signed_in_user_sees_their_name_and_the_roles_their_groups_give(signed
     assert "Signed in as **Alice Example** (alice@example.com) · card-fraud: Model owner" in captions
     assert "Demo identity" not in captions and "demo_user" not in [s.key for s in at.selectbox]
     assert "logout" in [b.key for b in at.button]
+
+
+def test_with_sign_in_configured_an_anonymous_visitor_builds_no_demo(tmp_path, monkeypatch):
+    from lifecycle.store import Store
+
+    db = tmp_path / "empty" / "seamline.duckdb"
+    monkeypatch.setenv("SEAMLINE_DB", str(db))
+    monkeypatch.chdir(Path(APP).parent)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = AUTH
+
+    at.run()
+
+    assert not at.exception and [b.key for b in at.button] == ["login"]
+    store = Store(db)
+    try:
+        assert store.is_empty() and store.clock() is None
+    finally:
+        store.close()
