@@ -211,8 +211,10 @@ def _enforce(store: Store, release_id: str, now: datetime) -> list[str]:
         return []  # a concurrent ingestion acted on the same evidence first
 
 
-def _result(store: Store, release_id: str, now: datetime, **counts) -> IngestResult:
-    tripped = _enforce(store, release_id, now) if counts.get("batch") else []
+def _result(store: Store, release_id: str, now: datetime, tripped: list[str] | None = None,
+            **counts) -> IngestResult:
+    if tripped is None:
+        tripped = _enforce(store, release_id, now) if counts.get("batch") else []
     release = store.release(release_id)
     kind = counts["kind"]
     parts = []
@@ -233,34 +235,98 @@ def _result(store: Store, release_id: str, now: datetime, **counts) -> IngestRes
                         message="; ".join(parts) + ".", **counts)
 
 
+@dataclass(frozen=True)
+class _LogBatch:
+    """One caller's validated prediction log, waiting to be stored with the others queued meanwhile."""
+
+    release: Release
+    source: Any
+    minutes: int
+    start: datetime
+    end: datetime
+    actor: str
+    now: datetime
+
+
+def _incoming(store: Store, release_id: str, source: str | Path | pd.DataFrame, minutes: int
+              ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Validate a log on a cursor of its own, outside the write lock; return the span of its windows."""
+    cur = store.cursor()
+    try:
+        incoming = aggregate_windows(cur, source, window_minutes=minutes)
+    except SignalInputError as exc:
+        raise _refused(exc) from None
+    finally:
+        cur.close()
+    others = incoming[(incoming["release"] != release_id) & (incoming["segment"] == "all")]
+    if not others.empty:
+        names = ", ".join(sorted(others["release"].unique())[:3])
+        raise IngestError([("release", f"{int(others['requests'].sum()):,} rows are for release(s) {names}, "
+                                       f"not '{release_id}'; send each release's log on its own")])
+    if incoming.empty:
+        raise IngestError([("source", "the log holds no rows")])
+    return pd.Timestamp(incoming["start"].min()), pd.Timestamp(incoming["end"].max())
+
+
+def _store_logs(store: Store, batches: list[_LogBatch]) -> tuple[list, int, str | None]:
+    """Store validated logs of one release in one transaction and re-aggregate the windows they touch, once."""
+    release, minutes = batches[0].release, batches[0].minutes
+    now = max(b.now for b in batches)
+    with store.transaction() as cur:
+        try:
+            counts = [ingest_log(cur, b.source) for b in batches]
+        except SignalInputError as exc:
+            raise _refused(exc) from None
+        stored = store.windows_frame(release.id)
+        fresh = _reaggregate(cur, release.id, {minutes} | _sizes(stored), min(b.start for b in batches),
+                             max(b.end for b in batches))
+        changed = changed_windows(fresh, stored)
+        batch = _store_batch(store, cur, release, changed, batches[0].actor, now)
+    return counts, len(changed), batch
+
+
+def _lead_logs(store: Store, group: list) -> None:
+    """Store every queued log, one transaction per (release, window size, actor); on failure, each on its own."""
+    keyed: dict[tuple, list] = {}
+    for item in group:
+        b = item.payload
+        keyed.setdefault((b.release.id, b.minutes, b.actor), []).append(item)
+    for items in keyed.values():
+        try:
+            outcomes = [_store_logs(store, [i.payload for i in items])]
+            parts = [items]
+        except Exception:  # noqa: BLE001 - the shared transaction failed: settle each log on its own
+            outcomes, parts = [], []
+            for item in items:
+                try:
+                    outcomes.append(_store_logs(store, [item.payload]))
+                    parts.append([item])
+                except Exception as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
+                    item.error = exc
+        for (counts, updated, batch), part in zip(outcomes, parts):
+            tripped = _enforce(store, part[0].payload.release.id, max(i.payload.now for i in part)) if batch else []
+            for item, count in zip(part, counts):
+                item.result = (count, updated, batch, tripped)
+
+
 def ingest_prediction_log(store: Store, release_id: str, source: str | Path | pd.DataFrame,
                           window_minutes: int = WINDOW_MINUTES, actor: str = "cli",
                           now: datetime | None = None) -> IngestResult:
-    """Store a prediction log idempotently, update the windows it touches, then enforce the stop rules."""
+    """Store a prediction log idempotently, update the windows it touches, then enforce the stop rules.
+
+    The log is validated outside the write lock; logs of one release sent meanwhile by the same actor are then
+    stored in one transaction with one re-aggregation and one batch of windows (each log all or nothing: a log
+    that fails validation is refused before it joins, and a failing shared transaction is retried log by log).
+    """
     now = now or datetime.now(timezone.utc)
     release = _served_release(store, release_id)
     minutes = _check_minutes(window_minutes)
-    with store.transaction() as cur:
-        try:
-            incoming = aggregate_windows(cur, source, window_minutes=minutes)
-            others = incoming[(incoming["release"] != release_id) & (incoming["segment"] == "all")]
-            if not others.empty:
-                names = ", ".join(sorted(others["release"].unique())[:3])
-                raise IngestError([("release", f"{int(others['requests'].sum()):,} rows are for release(s) {names}, "
-                                               f"not '{release_id}'; send each release's log on its own")])
-            if incoming.empty:
-                raise IngestError([("source", "the log holds no rows")])
-            counts = ingest_log(cur, source)
-        except SignalInputError as exc:
-            raise _refused(exc) from None
-        stored = store.windows_frame(release_id)
-        fresh = _reaggregate(cur, release_id, {minutes} | _sizes(stored),
-                             pd.Timestamp(incoming["start"].min()), pd.Timestamp(incoming["end"].max()))
-        changed = changed_windows(fresh, stored)
-        batch = _store_batch(store, cur, release, changed, actor, now)
-    return _result(store, release_id, now, kind="prediction log", rows=counts.inserted + counts.duplicates,
-                   inserted=counts.inserted, duplicates=counts.duplicates, windows_updated=len(changed),
-                   batch=batch)
+    start, end = _incoming(store, release_id, source, minutes)
+    mine = _LogBatch(release=release, source=source, minutes=minutes, start=start, end=end, actor=actor, now=now)
+    counts, updated, batch, tripped = store.run_grouped("prediction_log", mine, lambda g: _lead_logs(store, g))
+    return _result(store, release_id, now, tripped=tripped, kind="prediction log",
+                   rows=counts.inserted + counts.duplicates, inserted=counts.inserted, duplicates=counts.duplicates,
+                   windows_updated=updated, batch=batch)
 
 
 def _labels_frame(cur, source: str | Path | pd.DataFrame) -> pd.DataFrame:

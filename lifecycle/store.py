@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,7 +154,8 @@ class _Shared:
         self.tokens: dict[str, ApiToken | None] = {}
         self.token_generation = 0
         self.pending: list[_Submission] = []  # artifact submissions queued for the next group commit
-        self.pending_lock = threading.Lock()  # bumped when tokens change: a lookup that raced a change does not cache
+        self.pending_lock = threading.Lock()
+        self.queues: dict[str, list[Queued]] = {}  # other work queued for a leader under the write lock  # bumped when tokens change: a lookup that raced a change does not cache
 
     def forget(self) -> None:
         """Drop the caches (another process may have written the file since they were filled)."""
@@ -177,6 +178,15 @@ class _Submission:
     def __init__(self, artifacts: list[Artifact], actor: str, at: datetime):
         self.artifacts, self.actor, self.at = artifacts, actor, at
         self.done, self.digests, self.error = False, [], None
+
+
+class Queued:
+    """One caller's work waiting in `Store.run_grouped`; the leader sets `result` or `error`."""
+
+    __slots__ = ("payload", "done", "result", "error")
+
+    def __init__(self, payload: Any):
+        self.payload, self.done, self.result, self.error = payload, False, None, None
 
 
 _STATE: dict[str, _Shared] = {}
@@ -522,6 +532,27 @@ class Store:
         if mine.error is not None:
             raise mine.error
         return mine.digests
+
+    def run_grouped(self, queue: str, payload: Any, lead: Callable[[list[Queued]], None]) -> Any:
+        """Queue `payload`; under the write lock, unless an earlier leader already did it, call `lead` with every
+        item queued so far on `queue`. `lead` sets each item's result or error; this returns or raises this
+        call's. Callers that arrive while a leader works are served together by the next one."""
+        mine = Queued(payload)
+        shared = self._shared
+        with shared.pending_lock:
+            shared.queues.setdefault(queue, []).append(mine)
+        with self._write_lock:
+            if not mine.done:
+                with shared.pending_lock:
+                    group = shared.queues.pop(queue, [])
+                try:
+                    lead(group)
+                finally:
+                    for item in group:
+                        item.done = True
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
 
     def _commit_group(self, group: list[_Submission]) -> None:
         try:

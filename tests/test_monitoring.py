@@ -609,3 +609,46 @@ def test_the_demo_canary_was_halted_by_the_eu_fallback_rule(demo_store):
     assert set(view.tripped["rule"]) == {"fallback rate"} and len(eu) >= 3
     assert view.incidents["rule"].tolist() == ["fallback rate (canary)"]
     assert demo_store.frame("SELECT count(*) AS n FROM prediction_log")["n"].iloc[0] > 0
+
+
+def test_logs_queued_meanwhile_are_stored_together_exactly_and_a_bad_one_alone_is_refused(store, chain):
+    import threading
+    import time
+
+    import lifecycle.monitoring as monitoring
+
+    open_release(store, chain)
+    logs = [make_log(LIVE0 + timedelta(hours=2 * k), 3, seed=k, prefix=f"g{k}") for k in range(4)]
+    bad = make_log(LIVE0, 1, seed=9, prefix="bad").assign(latency_ms=-1.0)
+    groups, results, errors = [], {}, {}
+    lead = monitoring._lead_logs
+    monitoring_lead = lambda s, group: (groups.append(len(group)), lead(s, group))  # noqa: E731
+
+    def send(key, log):
+        try:
+            results[key] = ingest_prediction_log(store, RELEASE, log, actor="pipeline", now=LIVE0 + timedelta(days=1))
+        except IngestError as exc:
+            errors[key] = exc
+
+    jobs = [(f"log{k}", log) for k, log in enumerate(logs)] + [("bad", bad)]
+    original = monitoring._lead_logs
+    monitoring._lead_logs = monitoring_lead
+    try:
+        with store._write_lock:  # every log validates and queues, then one caller stores them all
+            threads = [threading.Thread(target=send, args=job) for job in jobs]
+            for t in threads:
+                t.start()
+            deadline = time.time() + 60
+            while len(store._shared.queues.get("prediction_log", [])) < len(logs) and time.time() < deadline:
+                time.sleep(0.01)
+        for t in threads:
+            t.join()
+    finally:
+        monitoring._lead_logs = original
+
+    assert groups == [len(logs)]
+    assert set(errors) == {"bad"} and "latency_ms" in str(errors["bad"])
+    assert [results[f"log{k}"].inserted for k in range(4)] == [len(log) for log in logs]
+    assert len({r.batch for r in results.values()}) == 1  # one batch of windows for the whole group
+    assert_matches(store, pd.concat(logs, ignore_index=True))  # the same windows as one log aggregated at once
+    assert store.verify_audit()[0]
