@@ -153,9 +153,8 @@ class _Shared:
         self.model_ids: frozenset[str] | None = None
         self.tokens: dict[str, ApiToken | None] = {}
         self.token_generation = 0
-        self.pending: list[_Submission] = []  # artifact submissions queued for the next group commit
         self.pending_lock = threading.Lock()
-        self.queues: dict[str, list[Queued]] = {}  # other work queued for a leader under the write lock  # bumped when tokens change: a lookup that raced a change does not cache
+        self.queues: dict[str, list[Queued]] = {}  # work queued for the next leader under the write lock  # bumped when tokens change: a lookup that raced a change does not cache
 
     def forget(self) -> None:
         """Drop the caches (another process may have written the file since they were filled)."""
@@ -171,13 +170,12 @@ class _Shared:
 
 
 class _Submission:
-    """One caller's artifacts waiting for a group commit, and what became of them."""
+    """One caller's artifacts waiting for a group commit."""
 
-    __slots__ = ("artifacts", "actor", "at", "done", "digests", "error")
+    __slots__ = ("artifacts", "actor", "at")
 
     def __init__(self, artifacts: list[Artifact], actor: str, at: datetime):
         self.artifacts, self.actor, self.at = artifacts, actor, at
-        self.done, self.digests, self.error = False, [], None
 
 
 class Queued:
@@ -520,18 +518,7 @@ class Store:
         """Store artifacts all or nothing, like `put_artifacts`, sharing one transaction and one commit with the
         calls that queued for the write lock meanwhile (group commit). A call refused by its checks writes nothing
         and leaves the others' to land; if the shared transaction itself fails, each call is retried on its own."""
-        mine = _Submission(artifacts, actor, at or self.now())
-        shared = self._shared
-        with shared.pending_lock:
-            shared.pending.append(mine)
-        with self._write_lock:
-            if not mine.done:  # no earlier leader took it: lead the group that queued so far
-                with shared.pending_lock:
-                    group, shared.pending = shared.pending, []
-                self._commit_group(group)
-        if mine.error is not None:
-            raise mine.error
-        return mine.digests
+        return self.run_grouped("artifacts", _Submission(artifacts, actor, at or self.now()), self._commit_group)
 
     def run_grouped(self, queue: str, payload: Any, lead: Callable[[list[Queued]], None]) -> Any:
         """Queue `payload`; under the write lock, unless an earlier leader already did it, call `lead` with every
@@ -554,28 +541,26 @@ class Store:
             raise mine.error
         return mine.result
 
-    def _commit_group(self, group: list[_Submission]) -> None:
+    def _commit_group(self, group: list[Queued]) -> None:
         try:
             with self.transaction() as cur:
-                for sub in group:
+                for item in group:
+                    sub = item.payload
                     try:
                         new = self._check_artifacts(cur, sub.artifacts)  # sees this group's earlier writes
                     except StoreError as exc:
-                        sub.error = exc
+                        item.error = exc
                         continue
                     for artifact in new:
                         self._write_artifact(cur, artifact, sub.actor, sub.at)
-                    sub.digests = [a.digest for a in sub.artifacts]
+                    item.result = [a.digest for a in sub.artifacts]
         except Exception:  # noqa: BLE001 - the shared transaction failed: settle each call on its own
-            for sub in group:
-                sub.error, sub.digests = None, []
+            for item in group:
+                sub, item.error, item.result = item.payload, None, None
                 try:
-                    sub.digests = self.put_artifacts(sub.artifacts, sub.actor, sub.at)
+                    item.result = self.put_artifacts(sub.artifacts, sub.actor, sub.at)
                 except Exception as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
-                    sub.error = exc
-        finally:
-            for sub in group:
-                sub.done = True
+                    item.error = exc
 
     def put_artifact(self, artifact: Artifact, actor: str, at: datetime | None = None) -> str:
         """Store one artifact with its lineage and audit entry; return its digest."""

@@ -252,7 +252,7 @@ def test_submissions_queued_for_the_write_lock_share_one_commit_and_stay_all_or_
         threads = [threading.Thread(target=submit, args=job) for job in jobs]
         for queued, t in enumerate(threads, start=1):  # queued in this order: the child after its parent
             t.start()
-            while len(store._shared.pending) < queued:
+            while len(store._shared.queues.get("artifacts", [])) < queued:
                 time.sleep(0.005)
     for t in threads:
         t.join()
@@ -268,7 +268,7 @@ def test_submissions_queued_for_the_write_lock_share_one_commit_and_stay_all_or_
 
 def test_when_the_shared_transaction_fails_each_submission_is_settled_on_its_own(store, monkeypatch):
     from conftest import make_model, make_snapshot
-    from lifecycle.store import _Submission
+    from lifecycle.store import Queued, _Submission
 
     store.put_model(make_model())
     ok_a, bad, ok_b = make_snapshot(name="a"), make_snapshot(name="bad"), make_snapshot(name="b")
@@ -280,12 +280,11 @@ def test_when_the_shared_transaction_fails_each_submission_is_settled_on_its_own
         write(cur, artifact, actor, at)
 
     monkeypatch.setattr(store, "_write_artifact", failing)
-    group = [_Submission([a], "p@x.test", store.now()) for a in (ok_a, bad, ok_b)]
+    group = [Queued(_Submission([a], "p@x.test", store.now())) for a in (ok_a, bad, ok_b)]
 
     with store._write_lock:
         store._commit_group(group)
 
-    assert [s.done for s in group] == [True, True, True]
-    assert group[0].digests == [ok_a.digest] and group[2].digests == [ok_b.digest]
+    assert group[0].result == [ok_a.digest] and group[2].result == [ok_b.digest]
     assert isinstance(group[1].error, RuntimeError) and not store.has(bad.digest)
     assert store.has(ok_a.digest) and store.has(ok_b.digest) and store.verify_audit()[0]
