@@ -49,14 +49,22 @@ class EvaluationRefused(ValueError):
 # ---------------------------------------------------------------- choosing what to compare
 
 
-def _run(store: Store, digest: str, model: str) -> TrainingRun:
+def _stored(store: Store, digest: str, cls: type, word: str, model: str | None = None) -> Any:
+    """Return the stored artifact of this class (and model, when given), or refuse naming what was expected."""
     try:
-        run = store.artifact(digest)
+        artifact = store.artifact(digest)
     except NotFound:
-        raise EvaluationRefused(f"no training run {short(digest)} in the store") from None
-    if not isinstance(run, TrainingRun) or run.model != model:
-        raise EvaluationRefused(f"{short(digest)} is not a training run of '{model}'")
-    return run
+        raise EvaluationRefused(f"no {word} {short(digest)} in the store") from None
+    if not isinstance(artifact, cls):
+        raise EvaluationRefused(f"{short(digest)} is a {artifact.kind}, not a {word}"
+                                + (f" of '{model}'" if model else ""))
+    if model is not None and artifact.model != model:
+        raise EvaluationRefused(f"{short(digest)} is not a {word} of '{model}'")
+    return artifact
+
+
+def _run(store: Store, digest: str, model: str) -> TrainingRun:
+    return _stored(store, digest, TrainingRun, "training run", model)
 
 
 def run_choices(store: Store, model: str) -> dict[str, str]:
@@ -189,13 +197,7 @@ def stored_match(store: Store, request: EvaluationRequest) -> EvaluationReport |
 
 
 def _snapshot(store: Store, digest: str, model: str) -> DatasetSnapshot:
-    try:
-        snap = store.artifact(digest)
-    except NotFound:
-        raise EvaluationRefused(f"no dataset snapshot {short(digest)} in the store") from None
-    if not isinstance(snap, DatasetSnapshot) or snap.model != model:
-        raise EvaluationRefused(f"{short(digest)} is not a dataset snapshot of '{model}'")
-    return snap
+    return _stored(store, digest, DatasetSnapshot, "dataset snapshot", model)
 
 
 def _scored(store: Store, request: EvaluationRequest, cand: TrainingRun, base: TrainingRun,
@@ -323,13 +325,7 @@ def revise_limits(store: Store, user: User, digest: str, text: str, now: datetim
 
 
 def _report(store: Store, digest: str) -> EvaluationReport:
-    try:
-        report = store.artifact(digest)
-    except NotFound:
-        raise EvaluationRefused(f"no evaluation report {short(digest)} in the store") from None
-    if not isinstance(report, EvaluationReport):
-        raise EvaluationRefused(f"{short(digest)} is a {report.kind}, not an evaluation report")
-    return report
+    return _stored(store, digest, EvaluationReport, "evaluation report")
 
 
 class SignoffStatus(Frozen):
@@ -472,10 +468,11 @@ def segments_csv(report: EvaluationReport) -> bytes:
 
 
 def settings_lines(report: EvaluationReport) -> list[str]:
+    """Return how a report was computed, one line per aspect, for its caption."""
     s = report.settings
-    return [f"{s.get('rows', '?'):,} rows; {s.get('bootstrap')} paired bootstrap resamples, seed {s.get('seed')}, "
-            f"{float(s.get('confidence', 0.95)):.0%} intervals" if isinstance(s.get("rows"), int) else
-            f"{s.get('bootstrap')} resamples, seed {s.get('seed')}",
+    rows = f"{s['rows']:,} rows; " if isinstance(s.get("rows"), int) else ""  # an ingested report may lack it
+    return [f"{rows}{s.get('bootstrap')} paired bootstrap resamples, seed {s.get('seed')}, "
+            f"{float(s.get('confidence', 0.95)):.0%} intervals",
             f"decision thresholds: candidate {s.get('candidate_threshold')}, baseline {s.get('baseline_threshold')}",
             f"gate: no segment with n >= {s.get('min_segment_size')} loses more than {s.get('max_segment_drop')} "
             f"{METRIC_LABELS.get(str(s.get('gated_metric')), s.get('gated_metric'))}",

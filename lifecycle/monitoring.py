@@ -285,6 +285,14 @@ def _store_logs(store: Store, batches: list[_LogBatch]) -> tuple[list, int, str 
     return counts, len(changed), batch
 
 
+def _settle_logs(store: Store, items: list) -> None:
+    """Store these queued logs in one transaction, run the stop rules once, hand each caller its outcome."""
+    counts, updated, batch = _store_logs(store, [i.payload for i in items])
+    tripped = _enforce(store, items[0].payload.release.id, max(i.payload.now for i in items)) if batch else []
+    for item, count in zip(items, counts):
+        item.result = (count, updated, batch, tripped)
+
+
 def _lead_logs(store: Store, group: list) -> None:
     """Store every queued log, one transaction per (release, window size, actor); on failure, each on its own."""
     keyed: dict[tuple, list] = {}
@@ -293,20 +301,13 @@ def _lead_logs(store: Store, group: list) -> None:
         keyed.setdefault((b.release.id, b.minutes, b.actor), []).append(item)
     for items in keyed.values():
         try:
-            outcomes = [_store_logs(store, [i.payload for i in items])]
-            parts = [items]
+            _settle_logs(store, items)
         except Exception:  # noqa: BLE001 - the shared transaction failed: settle each log on its own
-            outcomes, parts = [], []
             for item in items:
                 try:
-                    outcomes.append(_store_logs(store, [item.payload]))
-                    parts.append([item])
+                    _settle_logs(store, [item])
                 except Exception as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
                     item.error = exc
-        for (counts, updated, batch), part in zip(outcomes, parts):
-            tripped = _enforce(store, part[0].payload.release.id, max(i.payload.now for i in part)) if batch else []
-            for item, count in zip(part, counts):
-                item.result = (count, updated, batch, tripped)
 
 
 def ingest_prediction_log(store: Store, release_id: str, source: str | Path | pd.DataFrame,
